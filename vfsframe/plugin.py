@@ -76,7 +76,7 @@ class Backend:
     #: BSD flock(2) locks are implemented through vfs_setlk(flock=True).
     flock_locks: bool = False
 
-    def close(self) -> None:  # noqa: B027 - optional, not abstract
+    def close(self) -> None:
         """Release resources when the share shuts down."""
 
 
@@ -87,7 +87,7 @@ for _op in OPERATIONS:
 class Middleware:
     """Base for middleware: implement ``@hookimpl(wrapper=True)`` methods for what you wrap."""
 
-    def close(self) -> None:  # noqa: B027 - optional, not abstract
+    def close(self) -> None:
         """Release resources when the share shuts down."""
 
 
