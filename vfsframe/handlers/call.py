@@ -1,0 +1,106 @@
+"""One request in flight: its header fields, its argument bytes, and session helpers."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from vfsframe import ops
+from vfsframe.fuse import abi
+from vfsframe.fuse.wire import ProtocolError, check_name, gather, pack_attr_fields, split_names
+from vfsframe.nodes import Node
+
+if TYPE_CHECKING:
+    from vfsframe.session import FuseSession
+
+HEADER_SIZE = abi.IN_HEADER.size
+
+
+class Call:
+    __slots__ = (
+        "_args",
+        "args_end",
+        "ctx",
+        "nodeid",
+        "opcode",
+        "reply",
+        "request",
+        "session",
+        "unique",
+    )
+
+    def __init__(
+        self,
+        session: FuseSession,
+        request: Sequence[memoryview],
+        reply: Sequence[memoryview],
+        opcode: int,
+        unique: int,
+        nodeid: int,
+        ctx: ops.Context,
+    ) -> None:
+        self.session = session
+        self.request = request
+        self.reply = reply
+        self.opcode = opcode
+        self.unique = unique
+        self.nodeid = nodeid
+        self.ctx = ctx
+        self.args_end = HEADER_SIZE
+        self._args: memoryview | None = None
+
+    # -- decoding --------------------------------------------------------------------------
+
+    @property
+    def args(self) -> memoryview:
+        """The argument bytes after the header (gathered once; WRITE does not use this)."""
+        if self._args is None:
+            self._args = gather(self.request, self.args_end)[HEADER_SIZE:]
+        return self._args
+
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
+        args = self.args
+        if len(args) < layout.size:
+            raise ProtocolError(f"arguments of {len(args)} bytes, expected {layout.size}")
+        return layout.unpack_from(args)
+
+    def names(self, offset: int, count: int) -> list[bytes]:
+        return split_names(self.args, offset, count)
+
+    def name(self, offset: int = 0) -> str:
+        return check_name(self.names(offset, 1)[0])
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    @property
+    def node(self) -> Node:
+        return self.session.nodes.get(self.nodeid)
+
+    def path(self, node: Node | None = None) -> str:
+        return self.session.nodes.path(node or self.node)
+
+    def child_path(self, parent: Node, name: str) -> str:
+        return self.session.nodes.child_path(parent, name)
+
+    # -- encoding --------------------------------------------------------------------------
+
+    def remember(self, parent: Node, name: str, attr: Any) -> Node:
+        """The node of ``parent/name``, counting the lookup the kernel makes by our reply."""
+        return self.session.nodes.remember(parent, name, attr.st_ino, attr.st_mode)
+
+    def entry(self, parent: Node, name: str, attr: Any) -> bytes:
+        """fuse_entry_out for ``parent/name``: the kernel now holds one more lookup."""
+        return self.entry_of(self.remember(parent, name, attr), attr)
+
+    def entry_of(self, node: Node, attr: Any) -> bytes:
+        session = self.session
+        entry_sec, entry_nsec = session.entry_timeout
+        attr_sec, attr_nsec = session.attr_timeout
+        return abi.ENTRY_OUT.pack(
+            node.nodeid, 0, entry_sec, attr_sec, entry_nsec, attr_nsec, *pack_attr_fields(attr)
+        )
+
+    def attr_out(self, attr: Any) -> bytes:
+        attr_sec, attr_nsec = self.session.attr_timeout
+        return abi.ATTR_OUT.pack(attr_sec, attr_nsec, 0, *pack_attr_fields(attr))

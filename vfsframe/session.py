@@ -1,0 +1,207 @@
+"""The FUSE session: protocol state between one kernel client and one share.
+
+A transport calls ``handle(request, reply)`` with the bytes of one FUSE request and the space
+for its reply; the session decodes it, calls the share chain with a typed request, and
+encodes the answer in place. The same code serves /dev/fuse and virtio-fs.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vfsframe import ops
+from vfsframe.chain import ShareChain
+from vfsframe.fuse import abi
+from vfsframe.fuse.abi import Opcode
+from vfsframe.fuse.wire import (
+    ProtocolError,
+    copy_into,
+    gather,
+    slice_segments,
+    split_timeout,
+    total_length,
+)
+from vfsframe.handlers import HANDLERS, Call
+from vfsframe.handles import HandleTable
+from vfsframe.nodes import NodeTable
+
+log = logging.getLogger(__name__)
+
+OUT_HEADER_SIZE = abi.OUT_HEADER.size
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """How long the kernel may trust what it was told, as virtiofsd's ``cache=`` option."""
+
+    entry_timeout: float
+    attr_timeout: float
+    open_flags: int
+    opendir_flags: int
+
+
+CACHE_POLICIES: dict[str, CachePolicy] = {
+    # Every access goes to the server: coherent with other clients of the same backend.
+    "none": CachePolicy(0.0, 0.0, abi.FOPEN_DIRECT_IO, 0),
+    # Short timeouts; page cache dropped when a file changed (AUTO_INVAL_DATA).
+    "auto": CachePolicy(1.0, 1.0, 0, 0),
+    # The share is only changed through this session: keep everything.
+    "always": CachePolicy(86400.0, 86400.0, abi.FOPEN_KEEP_CACHE, abi.FOPEN_CACHE_DIR),
+}
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    cache: str = "auto"
+    writeback_cache: bool = False
+    max_write: int = 1 << 20
+    max_readahead: int = 1 << 20
+    max_background: int = 64
+    # Name of the share in log lines.
+    name: str = "share"
+
+
+class FuseSession:
+    """Protocol state for one kernel connection: negotiation, nodes, handles, errno mapping.
+
+    ``handle`` is thread-safe and never raises for bad input.
+    """
+
+    def __init__(self, chain: ShareChain, options: SessionOptions | None = None) -> None:
+        self.chain = chain
+        self.options = options or SessionOptions()
+        self.policy = CACHE_POLICIES[self.options.cache]
+        self.entry_timeout = split_timeout(self.policy.entry_timeout)
+        self.attr_timeout = split_timeout(self.policy.attr_timeout)
+        self.nodes = NodeTable()
+        self.handles = HandleTable()
+        self.proto_minor = 0
+        self.flags = 0
+        self.max_write = self.options.max_write
+        self._init_lock = threading.Lock()
+        self.destroyed = threading.Event()
+
+    @property
+    def initialized(self) -> bool:
+        return self.proto_minor != 0
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def handle(self, request: Sequence[memoryview], reply: Sequence[memoryview]) -> int:
+        """Serve one request; return the number of reply bytes written (0: no reply)."""
+        try:
+            length = total_length(request)
+            if length < abi.IN_HEADER.size:
+                log.warning(
+                    "%s: request of %d bytes is shorter than a header", self.options.name, length
+                )
+                return 0  # no unique to answer to
+            head = gather(request, abi.IN_HEADER.size)
+            size, opcode, unique, nodeid, uid, gid, pid, extlen, _ = abi.IN_HEADER.unpack(head)
+        except Exception:
+            log.exception("%s: unreadable request header", self.options.name)
+            return 0
+        try:
+            if size != length:
+                raise ProtocolError(f"header says {size} bytes, request has {length}")
+            call = Call(self, request, reply, opcode, unique, nodeid, ops.Context(uid, gid, pid, 0))
+            call.args_end = size - extlen * 8
+            if call.args_end < abi.IN_HEADER.size:
+                raise ProtocolError("extension length exceeds the request")
+            handler = HANDLERS.get(opcode)
+            if handler is None:
+                raise OSError(errno.ENOSYS, f"opcode {opcode}")
+            if not self.initialized and opcode != Opcode.INIT:
+                raise OSError(errno.EIO, "request before INIT")
+            result = handler(call)
+        except OSError as exc:
+            return self._error(reply, unique, exc.errno or errno.EIO)
+        except ProtocolError as exc:
+            log.warning(
+                "%s: bad request (opcode %s, unique %d): %s", self.options.name, opcode, unique, exc
+            )
+            return self._error(reply, unique, exc.errno)
+        except Exception:
+            log.exception(
+                "%s: %s failed (unique %d, nodeid %d); answering EIO",
+                self.options.name,
+                _opname(opcode),
+                unique,
+                nodeid,
+            )
+            return self._error(reply, unique, errno.EIO)
+        if result is None:
+            return 0
+        return self._reply(reply, unique, result)
+
+    def reset(self) -> None:
+        """Back to the state before INIT; release what the old connection held."""
+        for handle in self.handles.drain():
+            self._release_quietly(handle)
+        self.nodes.clear()
+        self.proto_minor = 0
+        self.flags = 0
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def _reply(self, reply: Sequence[memoryview], unique: int, body: Any) -> int:
+        if isinstance(body, int):  # the handler already wrote `body` bytes after the header
+            size = OUT_HEADER_SIZE + body
+        else:
+            size = OUT_HEADER_SIZE + len(body)
+            if size > total_length(reply):
+                log.warning(
+                    "%s: reply of %d bytes does not fit the reply buffers", self.options.name, size
+                )
+                return self._error(reply, unique, errno.EIO)
+            if body:
+                copy_into(reply, OUT_HEADER_SIZE, body)
+        copy_into(reply, 0, abi.OUT_HEADER.pack(size, 0, unique))
+        return size
+
+    def _error(self, reply: Sequence[memoryview], unique: int, code: int) -> int:
+        if total_length(reply) < OUT_HEADER_SIZE:
+            return 0
+        copy_into(reply, 0, abi.OUT_HEADER.pack(OUT_HEADER_SIZE, -code, unique))
+        return OUT_HEADER_SIZE
+
+    def reply_views(self, reply: Sequence[memoryview], size: int) -> list[memoryview]:
+        """Views of up to ``size`` bytes of the reply space after the header (READ data)."""
+        size = min(size, total_length(reply) - OUT_HEADER_SIZE)
+        if size <= 0:
+            return []
+        return slice_segments(reply, OUT_HEADER_SIZE, size)
+
+    def _release_quietly(self, handle: Any) -> None:
+        from vfsframe.handles import OpenDirectory
+
+        try:
+            path = self.nodes.path(handle.node)
+        except OSError:
+            path = ""
+        try:
+            if isinstance(handle, OpenDirectory):
+                self.chain.releasedir(
+                    ops.ReleasedirRequest(ops.ROOT_CONTEXT, path, handle.backend_fh)
+                )
+            else:
+                self.chain.release(ops.ReleaseRequest(ops.ROOT_CONTEXT, path, handle.backend_fh))
+        except Exception as exc:
+            log.debug("%s: release on reset failed: %s", self.options.name, exc)
+
+
+def _opname(opcode: int) -> str:
+    try:
+        return Opcode(opcode).name
+    except ValueError:
+        return f"opcode {opcode}"
+
+
+Handler = Callable[[Call], Any]
+__all__ = ["CACHE_POLICIES", "CachePolicy", "FuseSession", "SessionOptions", "os"]
