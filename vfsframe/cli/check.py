@@ -1,0 +1,30 @@
+"""`vfsframe check CONFIG`: validate a config and print each share's resolved chain."""
+
+from __future__ import annotations
+
+import argparse
+
+from vfsframe.cli.common import load_or_report
+from vfsframe.runtime import describe_chain
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="validate a config and print the resolved chains",
+        description="Validate CONFIG without starting anything. Exit status 2 if it is invalid.",
+    )
+    parser.add_argument("config", help="config file or builtin:NAME")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    print(f"{args.config}: ok, {len(config.shares)} share(s)")
+    for share in config.shares:
+        print(
+            f"share {share.tag!r}: cache={share.cache}, request_queues={share.request_queues}, socket={share.socket}"
+        )
+        for line in describe_chain(share):
+            print(f"  {line}")
+    return 0

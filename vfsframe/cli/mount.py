@@ -1,0 +1,90 @@
+"""`vfsframe mount CONFIG MOUNTPOINT`: serve a share through the host kernel (/dev/fuse)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import threading
+
+from vfsframe.cli.common import CommandError, choose_share, load_or_report
+from vfsframe.runtime import build_session
+from vfsframe.transport.devfuse import DevFuseMount, MountError, MountOptions
+
+log = logging.getLogger("vfsframe.mount")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "mount",
+        help="mount a share on the host through /dev/fuse",
+        description="Mount one share of CONFIG at MOUNTPOINT and serve it until unmounted, "
+        "interrupted (SIGINT/SIGTERM), or until --run's command ends. "
+        "CONFIG may be builtin:memory for the embedded in-memory default.",
+    )
+    parser.add_argument("config", help="config file (.toml, .yaml, .json) or builtin:NAME")
+    parser.add_argument("mountpoint", help="an existing directory")
+    parser.add_argument("--share", metavar="TAG", help="which share, if the config has several")
+    parser.add_argument(
+        "-o",
+        dest="options",
+        metavar="OPTIONS",
+        action="append",
+        default=[],
+        help="mount options: allow_other, default_permissions, ro, debug, fsname=, workers=N",
+    )
+    parser.add_argument(
+        "--run",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND",
+        help="run COMMAND with the share mounted, then unmount and exit with its status",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    try:
+        share = choose_share(config, args.share)
+        options = MountOptions.parse(",".join(args.options))
+    except (CommandError, ValueError) as exc:
+        print(f"vfsframe mount: {exc}", file=sys.stderr)
+        return getattr(exc, "code", 2)
+    if options.debug:
+        logging.getLogger("vfsframe").setLevel(logging.DEBUG)
+    if options.fsname == "vfsframe":
+        options.fsname = f"vfsframe:{share.tag}"
+    session = build_session(share)
+    mount = DevFuseMount(session, args.mountpoint, options)
+    try:
+        mount.mount()
+    except MountError as exc:
+        print(f"vfsframe mount: {exc}", file=sys.stderr)
+        session.chain.close()
+        return 1
+    mount.start()
+    try:
+        if args.run:
+            return subprocess.run(args.run).returncode
+        _serve_until_stopped(mount)
+        return 0
+    finally:
+        mount.unmount()
+        session.chain.close()
+        log.info("unmounted %s", mount.mountpoint)
+
+
+def _serve_until_stopped(mount: DevFuseMount) -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: unmounting", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    # Wake up now and then: signal handlers run only between bytecodes of the main thread.
+    while not stop.is_set() and not mount.wait(0.2):
+        pass

@@ -1,0 +1,130 @@
+"""Reading a config file and explaining what is wrong with it."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vfsframe.config.models import ConfigModels, default_models
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` are one-line "field.path: reason" strings."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+    def report(self) -> str:
+        lines = [f"{self.source}: invalid config"]
+        lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped with vfsframe (``builtin:NAME``)."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def resolve(source: str | Path) -> Path:
+    text = str(source)
+    if text.startswith(BUILTIN_PREFIX):
+        name = text.removeprefix(BUILTIN_PREFIX)
+        path = BUILTIN_DIR / f"{name}.toml"
+        if not path.is_file():
+            raise ConfigError(
+                text, [f"no built-in config {name!r}; there are: {', '.join(builtin_configs())}"]
+            )
+        return path
+    return Path(source)
+
+
+def read_document(path: Path) -> Any:
+    """Parse TOML, YAML or JSON by the file's extension."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [exc.strerror or str(exc)]) from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            return tomllib.loads(raw.decode())
+        if suffix in (".yaml", ".yml"):
+            return yaml.safe_load(raw) or {}
+        if suffix == ".json":
+            return json.loads(raw)
+    except (
+        tomllib.TOMLDecodeError,
+        yaml.YAMLError,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+    ) as exc:
+        raise ConfigError(str(path), [f"not valid {suffix[1:].upper()}: {exc}"]) from None
+    raise ConfigError(str(path), [f"unknown config format {suffix!r}: use .toml, .yaml or .json"])
+
+
+def load_config(source: str | Path, models: ConfigModels | None = None) -> Any:
+    """The validated ``ServerConfig`` of a file (or ``builtin:NAME``); ConfigError if not."""
+    path = resolve(source)
+    return validate_config(read_document(path), str(source), models)
+
+
+def validate_config(
+    document: Any, source: str = "<config>", models: ConfigModels | None = None
+) -> Any:
+    models = models or default_models()
+    try:
+        return models.server.model_validate(document)
+    except ValidationError as exc:
+        type_names = set(models.registry.backends) | set(models.registry.middleware)
+        raise ConfigError(
+            source, [_describe(error, models, type_names) for error in exc.errors()]
+        ) from None
+
+
+def _describe(error: Any, models: ConfigModels, type_names: set[str]) -> str:
+    loc = _user_location(error["loc"], type_names)
+    message = error["msg"]
+    kind = error["type"]
+    if kind == "union_tag_invalid" or (kind == "literal_error" and loc.endswith(".type")):
+        tag = error["ctx"]["tag"] if kind == "union_tag_invalid" else error["input"]
+        loc = loc.removesuffix(".type")
+        table = models.registry.middleware if "middleware" in loc else models.registry.backends
+        message = f"unknown type {tag!r}; installed: {', '.join(sorted(table)) or 'none'}"
+        broken = models.registry.broken
+        if broken:
+            message += f" (failed to load: {', '.join(sorted(broken))})"
+    elif kind == "union_tag_not_found":
+        message = "missing 'type' (which plugin to use)"
+    elif kind == "missing":
+        message = "required, but missing"
+    elif kind == "extra_forbidden":
+        message = "unknown option"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    return f"{loc or '(top level)'}: {message}"
+
+
+def _user_location(loc: tuple[Any, ...], type_names: set[str]) -> str:
+    """ "share[0].backend.capacity" from pydantic's ('shares', 0, 'backend', 'memory', ...)."""
+    out = ""
+    previous: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in type_names and (isinstance(previous, int) or previous in ("backend", "upper")):
+            pass  # the discriminator pydantic inserts; the user never wrote it
+        else:
+            name = "share" if part == "shares" else part
+            out += f".{name}" if out else name
+        previous = part
+    return out
