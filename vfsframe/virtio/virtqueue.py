@@ -1,0 +1,271 @@
+"""Split virtqueues (virtio 1.1 section 2.6): walking descriptor chains and filling the used ring.
+
+The guest owns these rings and may write anything into them at any time, so every descriptor
+is read exactly once (no check-then-use of guest memory), every index is bounded, and every
+buffer goes through GuestMemory's range checks. Faults are of two kinds:
+
+- a corrupt ring (index out of range, a loop, a nested or malformed indirect table): the queue
+  cannot be trusted any more, QueueBroken is raised and the device stops serving it;
+- a well-formed chain whose buffers are bad (outside guest RAM, readable after writable):
+  the chain is returned with `error` set so the device can answer it with an error and the
+  driver gets its descriptors back.
+
+Memory ordering: this is x86-64 (TSO), where stores are seen in program order and loads are
+not reordered with other loads, so the virtio read/write barriers are free. The one place a
+full barrier is needed is a store followed by a load of the other side's field (used index
+then used_event; avail_event then avail index): there we go through a lock operation, which
+is a locked instruction and therefore a full fence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+from dataclasses import dataclass
+
+from vfsframe.virtio.memory import GuestMemory, GuestMemoryError
+
+DESC = struct.Struct("<QIHH")  # addr, len, flags, next
+DESC_F_NEXT = 1
+DESC_F_WRITE = 2
+DESC_F_INDIRECT = 4
+AVAIL_F_NO_INTERRUPT = 1
+MAX_QUEUE_SIZE = 32768
+
+_fence_lock = threading.Lock()
+
+
+def full_fence() -> None:
+    """A full memory barrier: an uncontended lock acquire/release is a locked RMW on x86."""
+    with _fence_lock:
+        pass
+
+
+class QueueBroken(Exception):
+    """The ring itself is corrupt; the queue must not be served until it is set up again."""
+
+
+@dataclass(slots=True)
+class Chain:
+    """One available descriptor chain, its buffers as views into guest memory."""
+
+    head: int
+    readable: list[memoryview]
+    writable: list[memoryview]
+    error: str | None = None  # set when the chain is well formed but its buffers are not
+
+    def release(self) -> None:
+        """Drop the views so a removed memory region can be unmapped."""
+        for v in self.readable:
+            v.release()
+        for v in self.writable:
+            v.release()
+        self.readable.clear()
+        self.writable.clear()
+
+
+def need_event(event: int, new: int, old: int) -> bool:
+    """virtio's vring_need_event: did the used index cross `event` going from old to new?"""
+    return ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
+
+
+class VirtQueue:
+    """One split virtqueue. Set up by vhost-user messages (size, addresses, base index, fds),
+    attached to guest memory, then popped by one poller thread and pushed by any thread."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.size = 0
+        self.desc_addr = self.avail_addr = self.used_addr = 0
+        self.addresses_set = False
+        self.last_avail = 0  # next avail ring slot to read (SET/GET_VRING_BASE)
+        self.used_idx = 0
+        self.event_idx = False
+        self.indirect = False
+        self.enabled = True  # see VhostUserFsDevice._maybe_start
+        self.polling = False  # no kick fd: poll the avail index instead
+        self.kick_fd: int | None = None
+        self.call_fd: int | None = None
+        self.err_fd: int | None = None
+        self.broken: str | None = None
+        self._lock = threading.Lock()
+        self._memory: GuestMemory | None = None
+        self._desc: memoryview | None = None
+        self._avail: memoryview | None = None  # as u16: flags, idx, ring[size], used_event
+        self._used16: memoryview | None = None  # as u16: flags, idx, ..., avail_event
+        self._used32: memoryview | None = None  # as u32: flags|idx, (id, len)[size]
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def set_size(self, size: int) -> None:
+        if not 0 < size <= MAX_QUEUE_SIZE or size & (size - 1):
+            raise ValueError(f"queue {self.index}: size {size} is not a power of 2 up to 32768")
+        self.size = size
+
+    def set_addresses(self, desc: int, avail: int, used: int) -> None:
+        # virtio alignment rules; they also keep our u16/u32 ring accesses single loads/stores.
+        if desc % 16 or avail % 2 or used % 4:
+            raise ValueError(f"queue {self.index}: misaligned ring addresses")
+        self.desc_addr, self.avail_addr, self.used_addr = desc, avail, used
+        self.addresses_set = True
+
+    def attach(self, memory: GuestMemory) -> None:
+        """Map the rings (front-end virtual addresses) in memory. Raises GuestMemoryError."""
+        size = self.size
+        if not size or not self.addresses_set:
+            raise GuestMemoryError(f"queue {self.index} has no size or addresses")
+        desc = memory.user_view(self.desc_addr, 16 * size)
+        avail = memory.user_view(self.avail_addr, 6 + 2 * size).cast("H")
+        used = memory.user_view(self.used_addr, 6 + 8 * size)
+        with self._lock:
+            self._memory = memory
+            self._desc = desc
+            self._avail = avail
+            self._used16 = used.cast("H")
+            self._used32 = used[: 4 + 8 * size].cast("I")
+            self.used_idx = self._used16[1]
+            self.broken = None
+
+    def detach(self) -> None:
+        with self._lock:
+            self._memory = None
+            for view in (self._desc, self._avail, self._used16, self._used32):
+                if view is not None:
+                    view.release()
+            self._desc = self._avail = self._used16 = self._used32 = None
+
+    @property
+    def attached(self) -> bool:
+        return self._memory is not None
+
+    # -- driver → device -----------------------------------------------------------------
+
+    def pop(self) -> Chain | None:
+        """The next available chain, or None. Raises QueueBroken on a corrupt ring."""
+        avail = self._avail
+        if avail is None or self.broken:
+            return None
+        size = self.size
+        pending = (avail[1] - self.last_avail) & 0xFFFF
+        if pending == 0:
+            return None
+        if pending > size:
+            raise self._break(f"avail index moved {pending} entries ahead of a {size}-entry ring")
+        head = avail[2 + self.last_avail % size]
+        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        return self._walk(head)
+
+    def _walk(self, head: int) -> Chain:
+        size = self.size
+        memory = self._memory
+        table = self._desc
+        assert memory is not None and table is not None
+        if head >= size:
+            raise self._break(f"head index {head} outside a {size}-entry ring")
+        readable: list[memoryview] = []
+        writable: list[memoryview] = []
+        error: str | None = None
+        table_len = size
+        in_indirect = False
+        index = head
+        seen = 0
+        while True:
+            seen += 1
+            if seen > size:
+                raise self._break(f"chain from head {head} is longer than the queue (a loop?)")
+            addr, length, flags, nxt = DESC.unpack_from(table, 16 * index)
+            if flags & DESC_F_INDIRECT:
+                table = self._indirect_table(memory, head, addr, length, flags, in_indirect)
+                table_len = length // 16
+                in_indirect = True
+                index = 0
+                continue
+            # A bad buffer is skipped, not fatal: the rest are still gathered so the device
+            # can answer with an error header if the request header and reply space are fine.
+            try:
+                if flags & DESC_F_WRITE:
+                    memory.gather(addr, length, writable)
+                elif writable:
+                    error = error or "a device-readable buffer follows a device-writable one"
+                else:
+                    memory.gather(addr, length, readable)
+            except GuestMemoryError as exc:
+                error = error or str(exc)
+            if not flags & DESC_F_NEXT:
+                break
+            if nxt >= table_len:
+                raise self._break(f"chain from head {head}: next index {nxt} out of range")
+            index = nxt
+        return Chain(head, readable, writable, error)
+
+    def _indirect_table(
+        self, memory: GuestMemory, head: int, addr: int, length: int, flags: int, nested: bool
+    ) -> memoryview:
+        if not self.indirect:
+            raise self._break(f"chain from head {head} uses an indirect table not negotiated")
+        if nested:
+            raise self._break(f"chain from head {head} nests an indirect table")
+        if flags & DESC_F_NEXT:
+            raise self._break(f"chain from head {head}: indirect descriptor also has NEXT")
+        if length == 0 or length % 16 or length // 16 > self.size:
+            raise self._break(f"chain from head {head}: indirect table of {length} bytes")
+        try:
+            return memory.view(addr, length)
+        except GuestMemoryError as exc:
+            raise self._break(f"chain from head {head}: indirect table: {exc}") from exc
+
+    def _break(self, why: str) -> QueueBroken:
+        self.broken = why
+        if self.err_fd is not None:
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self.err_fd, 1)
+        return QueueBroken(f"queue {self.index}: {why}")
+
+    def arm_kick(self) -> bool:
+        """Ask the driver to kick for the next buffer; True if one arrived meanwhile, so the
+        caller must keep popping instead of sleeping (the classic lost-wakeup window)."""
+        avail = self._avail
+        used16 = self._used16
+        if avail is None or used16 is None:
+            return False
+        if self.event_idx:
+            used16[2 + 4 * self.size] = self.last_avail
+            full_fence()
+        return avail[1] != self.last_avail
+
+    # -- device → driver -----------------------------------------------------------------
+
+    def push(self, head: int, length: int) -> None:
+        """Return a chain with `length` bytes written, and interrupt the driver if it asked."""
+        with self._lock:
+            used32 = self._used32
+            used16 = self._used16
+            if used32 is None or used16 is None:
+                return  # the queue was stopped under us; the front-end reset it
+            old = self.used_idx
+            slot = old % self.size
+            used32[1 + 2 * slot] = head
+            used32[2 + 2 * slot] = length
+            new = (old + 1) & 0xFFFF
+            self.used_idx = new
+            # TSO: the element above is visible before this index store.
+            used16[1] = new
+        # Releasing the lock fenced the index store before the used_event load below.
+        self._notify(old, new)
+
+    def _notify(self, old: int, new: int) -> None:
+        avail = self._avail
+        call_fd = self.call_fd
+        if avail is None or call_fd is None:
+            return
+        try:
+            if self.event_idx:
+                if not need_event(avail[2 + self.size], new, old):
+                    return
+            elif avail[0] & AVAIL_F_NO_INTERRUPT:
+                return
+            os.eventfd_write(call_fd, 1)
+        except (OSError, ValueError):
+            pass  # the queue was stopped (views released, fd closed) under us
