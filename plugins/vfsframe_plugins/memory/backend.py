@@ -1,0 +1,819 @@
+"""MemoryBackend: every hook of the share chain answered from a tree of inodes in RAM.
+
+One RLock guards the whole tree and all file data: a hook takes it once, does its work and
+returns. Copies happen under it too; they are memcpy calls that hold the GIL anyway, so a
+finer scheme would buy no parallelism. A blocking SETLKW waits on a condition built on the
+same lock, which releases it while waiting.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from vfsframe import ops
+from vfsframe.plugin import Backend
+
+from .config import MemoryConfig
+from .content import CHUNK_SIZE, FileContent, as_bytes_view
+from .handles import DirHandle, FileHandle
+from .inodes import Directory, Inode, RegularFile, SpecialNode, Symlink
+from .locks import RecordLocks
+from .permissions import in_group, is_owner, may_access, sticky_forbids
+
+NAME_MAX = 255
+SYMLINK_MAX = 4095
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+MAX_FILE_SIZE = 2**63 - 1
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+# fuse_write_in.write_flags: the kernel asks the server to clear suid/sgid (killpriv v2).
+FUSE_WRITE_KILL_SUIDGID = 1 << 2
+_SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
+
+
+def _error(code: int, path: str | None = None) -> OSError:
+    if path is None:
+        return OSError(code, os.strerror(code))
+    return OSError(code, os.strerror(code), path)
+
+
+def _check_name(name: str) -> None:
+    # A str character is at most 4 bytes encoded: skip the encode for short names.
+    if len(name) > NAME_MAX // 4 and len(os.fsencode(name)) > NAME_MAX:
+        raise _error(errno.ENAMETOOLONG, name)
+
+
+def _components(path: str) -> list[str]:
+    return [name for name in path.split("/") if name]
+
+
+def _killed_privileges(mode: int) -> int:
+    """``mode`` without setuid, and without setgid when group-executable (setgid without
+    group execute marks mandatory locking and is kept, as Linux does)."""
+    mode &= ~stat.S_ISUID
+    if mode & stat.S_IXGRP:
+        mode &= ~stat.S_ISGID
+    return mode
+
+
+def _total_bytes(data: Sequence[Any]) -> int:
+    return sum(v.nbytes if type(v) is memoryview else as_bytes_view(v).nbytes for v in data)
+
+
+class MemoryBackend(Backend):
+    """A complete POSIX filesystem in RAM (see docs/backends/memory.md)."""
+
+    posix_locks = True
+    flock_locks = True
+
+    def __init__(self, config: MemoryConfig | None = None) -> None:
+        self.config = config or MemoryConfig()
+        self._capacity = int(self.config.capacity)
+        self._lock = threading.RLock()
+        self._lock_changed = threading.Condition(self._lock)
+        self._closed = False
+        self._next_ino = 2
+        self._inode_count = 1
+        self._used = 0  # bytes of chunk storage held by all files
+        now = time.time_ns()
+        self._root = Directory(1, stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), now)
+
+    def close(self) -> None:
+        # Wake lock waiters so that a shutdown is not held up by a SETLKW.
+        with self._lock:
+            self._closed = True
+            self._lock_changed.notify_all()
+
+    # -- tree helpers (call with the lock held) ------------------------------------------
+
+    def _lookup(self, path: str) -> Inode:
+        node: Inode = self._root
+        for name in path.split("/"):
+            if not name:
+                continue
+            if not isinstance(node, Directory):
+                raise _error(errno.ENOTDIR, path)
+            child = node.entries.get(name)
+            if child is None:
+                _check_name(name)
+                raise _error(errno.ENOENT, path)
+            node = child
+        return node
+
+    def _parent(self, path: str, root_errno: int = errno.EBUSY) -> tuple[Directory, str]:
+        """The directory that holds the last name of ``path``, and that name."""
+        names = _components(path)
+        if not names:
+            raise _error(root_errno, path)  # the operation names the root itself
+        name = names[-1]
+        _check_name(name)
+        parent = self._lookup("/".join(names[:-1]))
+        if not isinstance(parent, Directory):
+            raise _error(errno.ENOTDIR, path)
+        return parent, name
+
+    def _node(self, path: str, fh: Any) -> Inode:
+        """The handle's inode when there is one (it outlives unlink), else the path's."""
+        if isinstance(fh, FileHandle | DirHandle):
+            return fh.inode
+        return self._lookup(path)
+
+    def _file(self, path: str, fh: Any, access: int | None = None) -> RegularFile:
+        """The regular file for I/O; EBADF when the handle was not opened for ``access``."""
+        node = self._node(path, fh)
+        if not isinstance(node, RegularFile):
+            raise _error(errno.EISDIR if isinstance(node, Directory) else errno.EINVAL, path)
+        if access is not None and isinstance(fh, FileHandle):
+            accmode = fh.flags & os.O_ACCMODE
+            if (access == os.O_RDONLY and accmode == os.O_WRONLY) or (
+                access == os.O_WRONLY and accmode == os.O_RDONLY
+            ):
+                raise _error(errno.EBADF, path)
+        return node
+
+    def _new_ino(self) -> int:
+        if self._inode_count >= self.config.max_inodes:
+            raise _error(errno.ENOSPC)
+        ino = self._next_ino
+        self._next_ino += 1
+        return ino
+
+    def _owner_of_new(self, parent: Directory, ctx: ops.Context) -> tuple[int, int]:
+        # BSD group semantics under a setgid directory, as Linux does.
+        gid = parent.gid if parent.mode & stat.S_ISGID else ctx.gid
+        return ctx.uid, gid
+
+    def _new_mode(self, parent: Directory, ctx: ops.Context, mode: int, gid: int) -> int:
+        """The permission bits of a new node: umask applied; a non-directory's setgid bit
+        dropped when the creator is not in its group (inode_init_owner does the same)."""
+        perms = mode & 0o7777 & ~ctx.umask
+        if stat.S_ISDIR(mode):
+            if parent.mode & stat.S_ISGID:
+                perms |= stat.S_ISGID
+        elif perms & stat.S_ISGID and ctx.uid != 0 and ctx.gid != gid:
+            perms &= ~stat.S_ISGID
+        return stat.S_IFMT(mode) | perms
+
+    def _attach(self, parent: Directory, name: str, node: Inode, now: int) -> None:
+        parent.entries[name] = node
+        parent.touch_modified(now)
+        self._inode_count += 1
+
+    def _maybe_free(self, node: Inode) -> None:
+        """Forget an inode with no names and no open handles; its storage returns."""
+        if node.nlink > 0 or node.open_count > 0:
+            return
+        self._inode_count -= 1
+        if isinstance(node, RegularFile):
+            self._used -= node.content.allocated
+            node.content = FileContent()
+
+    def _reserve(self, content: FileContent, offset: int, end: int) -> None:
+        """ENOSPC unless storing ``[offset, end)`` fits in the capacity."""
+        if end > MAX_FILE_SIZE:
+            raise _error(errno.EFBIG)
+        if self._used + (end - offset) <= self._capacity:
+            return  # even a fully new range fits: skip the exact count
+        if self._used + content.growth(offset, end) > self._capacity:
+            raise _error(errno.ENOSPC)
+
+    # -- attributes ----------------------------------------------------------------------
+
+    def vfs_getattr(self, req: ops.GetattrRequest) -> ops.Attr:
+        with self._lock:
+            return self._node(req.path, req.fh).attr()
+
+    def vfs_setattr(self, req: ops.SetattrRequest) -> ops.Attr:
+        with self._lock:
+            node = self._node(req.path, req.fh)
+            now = time.time_ns()
+            if req.uid is not None or req.gid is not None:
+                self._chown(node, req)
+            if req.mode is not None:
+                self._chmod(node, req)
+            if req.size is not None:
+                self._truncate(node, req.size, now)
+            if req.atime_ns is not None or req.mtime_ns is not None:
+                self._set_times(node, req, now)
+            if req.kill_suid:
+                node.mode = _killed_privileges(node.mode)
+            node.ctime_ns = now if req.ctime_ns is None else req.ctime_ns
+            return node.attr()
+
+    def _chown(self, node: Inode, req: ops.SetattrRequest) -> None:
+        ctx = req.ctx
+        if ctx.uid != 0:
+            owner = ctx.uid == node.uid
+            if req.uid is not None and not (owner and req.uid == node.uid):
+                raise _error(errno.EPERM, req.path)
+            if req.gid is not None and not (owner and req.gid in (node.gid, ctx.gid)):
+                raise _error(errno.EPERM, req.path)
+        if not isinstance(node, Directory):
+            # chown drops setuid for every caller (Linux since 2.2.13); setgid when the
+            # file is group-executable or the caller is outside the file's group.
+            mode = node.mode & ~stat.S_ISUID
+            if mode & stat.S_IXGRP or (ctx.uid != 0 and not in_group(ctx, node.gid)):
+                mode &= ~stat.S_ISGID
+            node.mode = mode
+        if req.uid is not None:
+            node.uid = req.uid
+        if req.gid is not None:
+            node.gid = req.gid
+
+    def _chmod(self, node: Inode, req: ops.SetattrRequest) -> None:
+        assert req.mode is not None
+        if not is_owner(node, req.ctx):
+            raise _error(errno.EPERM, req.path)
+        perms = req.mode & 0o7777
+        if req.ctx.uid != 0 and not in_group(req.ctx, node.gid):
+            perms &= ~stat.S_ISGID
+        node.mode = stat.S_IFMT(node.mode) | perms
+
+    def _truncate(self, node: Inode, size: int, now: int) -> None:
+        if not isinstance(node, RegularFile):
+            raise _error(errno.EISDIR if isinstance(node, Directory) else errno.EINVAL)
+        if size < 0:
+            raise _error(errno.EINVAL)
+        if size > MAX_FILE_SIZE:
+            raise _error(errno.EFBIG)
+        content = node.content
+        if size != content.size:
+            before = content.allocated
+            content.truncate(size)
+            self._used += content.allocated - before
+            node.touch_modified(now)
+
+    def _set_times(self, node: Inode, req: ops.SetattrRequest, now: int) -> None:
+        explicit = any(t not in (None, ops.UTIME_NOW) for t in (req.atime_ns, req.mtime_ns))
+        if not is_owner(node, req.ctx):
+            # utimensat(2): setting explicit times needs ownership; "now" needs write access.
+            if explicit:
+                raise _error(errno.EPERM, req.path)
+            if not may_access(node, req.ctx, os.W_OK):
+                raise _error(errno.EACCES, req.path)
+        if req.atime_ns is not None:
+            node.atime_ns = now if req.atime_ns == ops.UTIME_NOW else req.atime_ns
+        if req.mtime_ns is not None:
+            node.mtime_ns = now if req.mtime_ns == ops.UTIME_NOW else req.mtime_ns
+
+    def vfs_access(self, req: ops.AccessRequest) -> None:
+        with self._lock:
+            node = self._lookup(req.path)
+            if req.mask != os.F_OK and not may_access(node, req.ctx, req.mask):
+                raise _error(errno.EACCES, req.path)
+
+    # -- names ---------------------------------------------------------------------------
+
+    def vfs_readlink(self, req: ops.ReadlinkRequest) -> str:
+        with self._lock:
+            node = self._lookup(req.path)
+            if not isinstance(node, Symlink):
+                raise _error(errno.EINVAL, req.path)
+            node.touch_atime(time.time_ns())
+            return node.target
+
+    def vfs_symlink(self, req: ops.SymlinkRequest) -> ops.Attr:
+        if not req.target:
+            raise _error(errno.ENOENT, req.path)
+        if len(os.fsencode(req.target)) > SYMLINK_MAX:
+            raise _error(errno.ENAMETOOLONG, req.path)
+        with self._lock:
+            parent, name = self._parent(req.path, errno.EEXIST)
+            if name in parent.entries:
+                raise _error(errno.EEXIST, req.path)
+            uid, gid = self._owner_of_new(parent, req.ctx)
+            now = time.time_ns()
+            node = Symlink(self._new_ino(), uid, gid, now, req.target)
+            self._attach(parent, name, node, now)
+            return node.attr()
+
+    def vfs_mknod(self, req: ops.MknodRequest) -> ops.Attr:
+        kind = stat.S_IFMT(req.mode) or stat.S_IFREG
+        if kind == stat.S_IFDIR:
+            raise _error(errno.EPERM, req.path)
+        if kind != stat.S_IFREG and kind not in _SPECIAL_TYPES:
+            raise _error(errno.EINVAL, req.path)
+        with self._lock:
+            parent, name = self._parent(req.path, errno.EEXIST)
+            if name in parent.entries:
+                raise _error(errno.EEXIST, req.path)
+            node = self._new_node(parent, req.ctx, kind | (req.mode & 0o7777), req.rdev)
+            self._attach(parent, name, node, node.ctime_ns)
+            return node.attr()
+
+    def _new_node(self, parent: Directory, ctx: ops.Context, mode: int, rdev: int = 0) -> Inode:
+        uid, gid = self._owner_of_new(parent, ctx)
+        mode = self._new_mode(parent, ctx, mode, gid)
+        now = time.time_ns()
+        ino = self._new_ino()
+        if stat.S_ISREG(mode):
+            return RegularFile(ino, mode, uid, gid, now)
+        if stat.S_ISDIR(mode):
+            return Directory(ino, mode, uid, gid, now)
+        keeps_rdev = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        return SpecialNode(ino, mode, uid, gid, now, rdev if keeps_rdev else 0)
+
+    def vfs_mkdir(self, req: ops.MkdirRequest) -> ops.Attr:
+        with self._lock:
+            parent, name = self._parent(req.path, errno.EEXIST)
+            if name in parent.entries:
+                raise _error(errno.EEXIST, req.path)
+            node = self._new_node(parent, req.ctx, stat.S_IFDIR | (req.mode & 0o7777))
+            self._attach(parent, name, node, node.ctime_ns)
+            parent.nlink += 1  # the new directory's ".."
+            return node.attr()
+
+    def vfs_unlink(self, req: ops.UnlinkRequest) -> None:
+        with self._lock:
+            parent, name = self._parent(req.path)
+            node = parent.entries.get(name)
+            if node is None:
+                raise _error(errno.ENOENT, req.path)
+            if isinstance(node, Directory):
+                raise _error(errno.EISDIR, req.path)
+            if sticky_forbids(parent, node, req.ctx):
+                raise _error(errno.EPERM, req.path)
+            del parent.entries[name]
+            now = time.time_ns()
+            parent.touch_modified(now)
+            node.nlink -= 1
+            node.ctime_ns = now
+            self._maybe_free(node)
+
+    def vfs_rmdir(self, req: ops.RmdirRequest) -> None:
+        with self._lock:
+            parent, name = self._parent(req.path)
+            node = parent.entries.get(name)
+            if node is None:
+                raise _error(errno.ENOENT, req.path)
+            if not isinstance(node, Directory):
+                raise _error(errno.ENOTDIR, req.path)
+            if node.entries:
+                raise _error(errno.ENOTEMPTY, req.path)
+            if sticky_forbids(parent, node, req.ctx):
+                raise _error(errno.EPERM, req.path)
+            del parent.entries[name]
+            now = time.time_ns()
+            parent.touch_modified(now)
+            parent.nlink -= 1
+            node.nlink = 0
+            node.ctime_ns = now
+            self._maybe_free(node)
+
+    def vfs_link(self, req: ops.LinkRequest) -> ops.Attr:
+        with self._lock:
+            node = self._lookup(req.old)
+            if isinstance(node, Directory):
+                raise _error(errno.EPERM, req.old)
+            parent, name = self._parent(req.new, errno.EEXIST)
+            if name in parent.entries:
+                raise _error(errno.EEXIST, req.new)
+            now = time.time_ns()
+            parent.entries[name] = node
+            parent.touch_modified(now)
+            node.nlink += 1
+            node.ctime_ns = now
+            return node.attr()
+
+    def vfs_rename(self, req: ops.RenameRequest) -> None:
+        flags = req.flags
+        both = ops.RENAME_NOREPLACE | ops.RENAME_EXCHANGE
+        if flags & ~both or flags == both:
+            raise _error(errno.EINVAL, req.old)  # RENAME_WHITEOUT is not supported
+        with self._lock:
+            old_parent, old_name = self._parent(req.old)
+            new_parent, new_name = self._parent(req.new)
+            node = old_parent.entries.get(old_name)
+            if node is None:
+                raise _error(errno.ENOENT, req.old)
+            target = new_parent.entries.get(new_name)
+            if flags & ops.RENAME_NOREPLACE and target is not None:
+                raise _error(errno.EEXIST, req.new)
+            if flags & ops.RENAME_EXCHANGE and target is None:
+                raise _error(errno.ENOENT, req.new)
+            old_path = "/" + "/".join(_components(req.old))
+            new_path = "/" + "/".join(_components(req.new))
+            if isinstance(node, Directory) and new_path.startswith(old_path + "/"):
+                raise _error(errno.EINVAL, req.new)  # into its own subtree
+            if isinstance(target, Directory) and old_path.startswith(new_path + "/"):
+                # The target is an ancestor of the source, so it cannot be empty.
+                code = errno.EINVAL if flags & ops.RENAME_EXCHANGE else errno.ENOTEMPTY
+                raise _error(code, req.new)
+            if target is node:
+                return  # two names of one inode (or the same name): nothing to do
+            if target is not None and not flags & ops.RENAME_EXCHANGE:
+                self._check_replace(node, target, req.new)
+            if sticky_forbids(old_parent, node, req.ctx) or (
+                target is not None and sticky_forbids(new_parent, target, req.ctx)
+            ):
+                raise _error(errno.EPERM, req.old)
+            now = time.time_ns()
+            if flags & ops.RENAME_EXCHANGE:
+                assert target is not None
+                old_parent.entries[old_name] = target
+                new_parent.entries[new_name] = node
+                self._moved(target, new_parent, old_parent, now)
+            else:
+                del old_parent.entries[old_name]
+                new_parent.entries[new_name] = node
+                if target is not None:
+                    self._unlinked_by_rename(target, new_parent, now)
+            self._moved(node, old_parent, new_parent, now)
+            old_parent.touch_modified(now)
+            new_parent.touch_modified(now)
+
+    @staticmethod
+    def _check_replace(node: Inode, target: Inode, path: str) -> None:
+        if isinstance(node, Directory):
+            if not isinstance(target, Directory):
+                raise _error(errno.ENOTDIR, path)
+            if target.entries:
+                raise _error(errno.ENOTEMPTY, path)
+        elif isinstance(target, Directory):
+            raise _error(errno.EISDIR, path)
+
+    @staticmethod
+    def _moved(node: Inode, source: Directory, destination: Directory, now: int) -> None:
+        node.ctime_ns = now
+        if isinstance(node, Directory) and source is not destination:
+            source.nlink -= 1  # its ".." now counts in the destination
+            destination.nlink += 1
+
+    def _unlinked_by_rename(self, target: Inode, parent: Directory, now: int) -> None:
+        if isinstance(target, Directory):
+            target.nlink = 0
+            parent.nlink -= 1
+        else:
+            target.nlink -= 1
+        target.ctime_ns = now
+        self._maybe_free(target)
+
+    # -- open files ----------------------------------------------------------------------
+
+    def vfs_open(self, req: ops.OpenRequest) -> FileHandle:
+        with self._lock:
+            node = self._lookup(req.path)
+            return self._open(node, req.flags, req.path)
+
+    def _open(self, node: Inode, flags: int, path: str) -> FileHandle:
+        if isinstance(node, Directory):
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                raise _error(errno.EISDIR, path)
+        elif isinstance(node, Symlink):
+            raise _error(errno.ELOOP, path)
+        elif flags & os.O_DIRECTORY:
+            raise _error(errno.ENOTDIR, path)
+        if (
+            isinstance(node, RegularFile)
+            and flags & os.O_TRUNC
+            and flags & os.O_ACCMODE != os.O_RDONLY
+        ):
+            # POSIX: O_TRUNC on an existing file marks mtime and ctime even if it was empty.
+            before = node.content.allocated
+            node.content.truncate(0)
+            self._used += node.content.allocated - before
+            node.touch_modified(time.time_ns())
+        node.open_count += 1
+        return FileHandle(node, flags)
+
+    def vfs_create(self, req: ops.CreateRequest) -> tuple[FileHandle, ops.Attr]:
+        with self._lock:
+            parent, name = self._parent(req.path, errno.EISDIR)
+            node = parent.entries.get(name)
+            if node is not None:
+                if req.flags & os.O_EXCL:
+                    raise _error(errno.EEXIST, req.path)
+                if isinstance(node, Directory):
+                    raise _error(errno.EISDIR, req.path)
+                return self._open(node, req.flags, req.path), node.attr()
+            mode = stat.S_IFREG | (req.mode & 0o7777)
+            node = self._new_node(parent, req.ctx, mode)
+            self._attach(parent, name, node, node.ctime_ns)
+            handle = self._open(node, req.flags & ~os.O_TRUNC, req.path)
+            return handle, node.attr()
+
+    def vfs_read(self, req: ops.ReadRequest) -> bytearray | int:
+        if req.offset < 0:
+            raise _error(errno.EINVAL, req.path)
+        with self._lock:
+            node = self._file(req.path, req.fh, os.O_RDONLY)
+            if req.buffers:
+                result: bytearray | int = node.content.read_into(
+                    req.offset, req.size, req.buffers
+                )
+            else:
+                result = node.content.read(req.offset, req.size)
+            node.touch_atime(time.time_ns())
+            return result
+
+    def vfs_write(self, req: ops.WriteRequest) -> int:
+        if req.offset < 0:
+            raise _error(errno.EINVAL, req.path)
+        fh = req.fh
+        with self._lock:
+            node = self._file(req.path, fh, os.O_WRONLY)
+            content = node.content
+            length = _total_bytes(req.data)
+            if length == 0:
+                return 0
+            flags = req.flags | (fh.flags if isinstance(fh, FileHandle) else 0)
+            offset = content.size if flags & os.O_APPEND else req.offset
+            self._reserve(content, offset, offset + length)
+            before = content.allocated
+            content.write(offset, req.data)
+            self._used += content.allocated - before
+            node.touch_modified(time.time_ns())
+            # A write by anyone but root drops setuid/setgid (file_remove_privs).
+            if node.mode & (stat.S_ISUID | stat.S_ISGID) and (
+                req.ctx.uid != 0 or req.write_flags & FUSE_WRITE_KILL_SUIDGID
+            ):
+                node.mode = _killed_privileges(node.mode)
+            return length
+
+    def vfs_flush(self, req: ops.FlushRequest) -> None:
+        # close(2) drops the closing process's POSIX locks on the file, whichever fd took them.
+        with self._lock:
+            node = self._node(req.path, req.fh)
+            if node.posix_locks is not None and node.posix_locks.release_owner(req.lock_owner):
+                self._lock_changed.notify_all()
+
+    def vfs_release(self, req: ops.ReleaseRequest) -> None:
+        fh = req.fh
+        if not isinstance(fh, FileHandle):
+            return
+        with self._lock:
+            if fh.released:
+                return
+            fh.released = True
+            node = fh.inode
+            # flock locks belong to the open file description, which ends here; POSIX locks
+            # taken through it should be gone already (flush), but not every client flushes.
+            released = False
+            if node.flock_locks is not None:
+                for owner in fh.flock_owners:
+                    released |= node.flock_locks.release_owner(owner)
+            if node.posix_locks is not None:
+                for owner in fh.posix_owners:
+                    released |= node.posix_locks.release_owner(owner)
+            if released:
+                self._lock_changed.notify_all()
+            node.open_count -= 1
+            self._maybe_free(node)
+
+    def vfs_fsync(self, req: ops.FsyncRequest) -> None:
+        return None  # RAM is as durable as this filesystem gets
+
+    def vfs_fallocate(self, req: ops.FallocateRequest) -> None:
+        mode = req.mode
+        if req.offset < 0 or req.length <= 0:
+            raise _error(errno.EINVAL, req.path)
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+            raise _error(errno.EOPNOTSUPP, req.path)
+        if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+            raise _error(errno.EOPNOTSUPP, req.path)
+        end = req.offset + req.length
+        with self._lock:
+            node = self._file(req.path, req.fh, os.O_WRONLY)
+            content = node.content
+            now = time.time_ns()
+            before = content.allocated
+            if mode & FALLOC_FL_PUNCH_HOLE:
+                content.zero(req.offset, req.length)
+                self._used += content.allocated - before
+                node.touch_modified(now)
+                return
+            if req.length - content.allocated > self._capacity - self._used:
+                raise _error(errno.ENOSPC, req.path)  # cannot fit even if all is new
+            self._reserve(content, req.offset, end)
+            content.allocate(req.offset, req.length)
+            self._used += content.allocated - before
+            if not mode & FALLOC_FL_KEEP_SIZE and end > content.size:
+                content.size = end
+                node.touch_modified(now)
+            else:
+                node.ctime_ns = now
+
+    def vfs_lseek(self, req: ops.LseekRequest) -> int:
+        with self._lock:
+            node = self._file(req.path, req.fh)
+            content = node.content
+            if req.offset < 0:
+                raise _error(errno.ENXIO, req.path)
+            if req.whence == os.SEEK_DATA:
+                found = content.next_data(req.offset)
+            elif req.whence == os.SEEK_HOLE:
+                found = content.next_hole(req.offset)
+            else:
+                raise _error(errno.EINVAL, req.path)
+            if found is None:
+                raise _error(errno.ENXIO, req.path)
+            return found
+
+    def vfs_copy_file_range(self, req: ops.CopyFileRangeRequest) -> int:
+        if req.flags:
+            raise _error(errno.EINVAL, req.path_in)
+        if req.offset_in < 0 or req.offset_out < 0:
+            raise _error(errno.EINVAL, req.path_in)
+        with self._lock:
+            source = self._file(req.path_in, req.fh_in, os.O_RDONLY)
+            sink = self._file(req.path_out, req.fh_out, os.O_WRONLY)
+            if isinstance(req.fh_out, FileHandle) and req.fh_out.flags & os.O_APPEND:
+                raise _error(errno.EBADF, req.path_out)
+            length = max(0, min(req.length, source.content.size - req.offset_in))
+            if length == 0:
+                return 0
+            same = source is sink
+            if same and abs(req.offset_in - req.offset_out) < length:
+                raise _error(errno.EINVAL, req.path_out)  # overlapping ranges of one file
+            self._reserve(sink.content, req.offset_out, req.offset_out + length)
+            before = sink.content.allocated
+            self._copy(source.content, req.offset_in, sink.content, req.offset_out, length, same)
+            self._used += sink.content.allocated - before
+            now = time.time_ns()
+            sink.touch_modified(now)
+            source.touch_atime(now)
+            return length
+
+    @staticmethod
+    def _copy(
+        source: FileContent, offset: int, sink: FileContent, out: int, length: int, same: bool
+    ) -> None:
+        """Copy chunk by chunk; holes in the source stay (or become) holes in the sink."""
+        end = out + length
+        while length:
+            index, within = divmod(offset, CHUNK_SIZE)
+            step = min(CHUNK_SIZE - within, length)
+            chunk = source.chunks.get(index)
+            have = 0 if chunk is None else max(0, min(len(chunk) - within, step))
+            if have:
+                piece = memoryview(chunk)[within : within + have]
+                # Within one file the piece may view the very chunk being resized: copy it.
+                sink.write(out, (memoryview(bytes(piece)) if same else piece,))
+                piece.release()
+            if have < step:
+                sink.zero(out + have, step - have)
+            offset += step
+            out += step
+            length -= step
+        if end > sink.size:
+            sink.size = end
+
+    # -- directories ---------------------------------------------------------------------
+
+    def vfs_opendir(self, req: ops.OpendirRequest) -> DirHandle:
+        with self._lock:
+            node = self._lookup(req.path)
+            if not isinstance(node, Directory):
+                raise _error(errno.ENOTDIR, req.path)
+            node.open_count += 1
+            return DirHandle(node)
+
+    def vfs_readdir(self, req: ops.ReaddirRequest) -> list[ops.DirEntry]:
+        with self._lock:
+            node = self._node(req.path, req.fh)
+            if not isinstance(node, Directory):
+                raise _error(errno.ENOTDIR, req.path)
+            node.touch_atime(time.time_ns())
+            return [
+                ops.DirEntry(name, child.ino, child.mode, child.attr())
+                for name, child in node.entries.items()
+            ]
+
+    def vfs_releasedir(self, req: ops.ReleasedirRequest) -> None:
+        fh = req.fh
+        if not isinstance(fh, DirHandle):
+            return
+        with self._lock:
+            if fh.released:
+                return
+            fh.released = True
+            fh.inode.open_count -= 1
+            self._maybe_free(fh.inode)
+
+    def vfs_fsyncdir(self, req: ops.FsyncdirRequest) -> None:
+        return None
+
+    # -- extended attributes -------------------------------------------------------------
+
+    @staticmethod
+    def _check_xattr_name(name: str) -> None:
+        if not name or len(os.fsencode(name)) > XATTR_NAME_MAX:
+            raise _error(errno.ERANGE, name)
+
+    def vfs_setxattr(self, req: ops.SetxattrRequest) -> None:
+        self._check_xattr_name(req.name)
+        if len(req.value) > XATTR_SIZE_MAX:
+            raise _error(errno.E2BIG, req.name)
+        if req.flags & ~(os.XATTR_CREATE | os.XATTR_REPLACE):
+            raise _error(errno.EINVAL, req.name)
+        with self._lock:
+            node = self._lookup(req.path)
+            if req.name.startswith("user.") and not isinstance(node, RegularFile | Directory):
+                raise _error(errno.EPERM, req.path)  # as Linux: user.* only on files and dirs
+            present = req.name in node.xattrs
+            if present and req.flags & os.XATTR_CREATE:
+                raise _error(errno.EEXIST, req.name)
+            if not present and req.flags & os.XATTR_REPLACE:
+                raise _error(errno.ENODATA, req.name)
+            node.xattrs[req.name] = bytes(req.value)
+            node.ctime_ns = time.time_ns()
+
+    def vfs_getxattr(self, req: ops.GetxattrRequest) -> bytes:
+        self._check_xattr_name(req.name)
+        with self._lock:
+            value = self._lookup(req.path).xattrs.get(req.name)
+            if value is None:
+                raise _error(errno.ENODATA, req.name)
+            return value
+
+    def vfs_listxattr(self, req: ops.ListxattrRequest) -> list[str]:
+        with self._lock:
+            return list(self._lookup(req.path).xattrs)
+
+    def vfs_removexattr(self, req: ops.RemovexattrRequest) -> None:
+        self._check_xattr_name(req.name)
+        with self._lock:
+            node = self._lookup(req.path)
+            if node.xattrs.pop(req.name, None) is None:
+                raise _error(errno.ENODATA, req.name)
+            node.ctime_ns = time.time_ns()
+
+    # -- locks ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_lock(lock: ops.Lock) -> None:
+        if lock.type not in (fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK):
+            raise _error(errno.EINVAL)
+        if lock.start < 0 or lock.end < lock.start:
+            raise _error(errno.EINVAL)
+
+    def vfs_getlk(self, req: ops.GetlkRequest) -> ops.Lock:
+        self._check_lock(req.lock)
+        with self._lock:
+            table = self._node(req.path, req.fh).posix_locks
+            found = None if table is None else table.conflict(req.owner, req.lock)
+            if found is None:
+                return req.lock._replace(type=fcntl.F_UNLCK)
+            return ops.Lock(found.start, found.end, found.type, found.pid)
+
+    def vfs_setlk(self, req: ops.SetlkRequest) -> None:
+        lock = req.lock
+        self._check_lock(lock)
+        with self._lock:
+            node = self._node(req.path, req.fh)
+            table = self._lock_table(node, req.flock)
+            if lock.type != fcntl.F_UNLCK:
+                while table.conflict(req.owner, lock) is not None:
+                    if not req.wait:
+                        raise _error(errno.EAGAIN, req.path)
+                    if self._closed:
+                        raise _error(errno.EINTR, req.path)
+                    self._lock_changed.wait()  # releases the tree lock meanwhile
+                if isinstance(req.fh, FileHandle):
+                    owners = req.fh.flock_owners if req.flock else req.fh.posix_owners
+                    owners.add(req.owner)
+            table.apply(req.owner, lock)
+            # An unlock, a downgrade or a shrunk range may let a waiter in.
+            self._lock_changed.notify_all()
+
+    @staticmethod
+    def _lock_table(node: Inode, flock: bool) -> RecordLocks:
+        if flock:
+            if node.flock_locks is None:
+                node.flock_locks = RecordLocks()
+            return node.flock_locks
+        if node.posix_locks is None:
+            node.posix_locks = RecordLocks()
+        return node.posix_locks
+
+    # -- filesystem ----------------------------------------------------------------------
+
+    def vfs_statfs(self, req: ops.StatfsRequest) -> ops.StatFs:
+        block = 4096
+        with self._lock:
+            free = max(0, self._capacity - self._used)
+            return ops.StatFs(
+                bsize=block,
+                frsize=block,
+                blocks=self._capacity // block,
+                bfree=free // block,
+                bavail=free // block,
+                files=self.config.max_inodes,
+                ffree=max(0, self.config.max_inodes - self._inode_count),
+                namelen=NAME_MAX,
+            )
+
+    def vfs_syncfs(self, req: ops.SyncfsRequest) -> None:
+        return None
+
+    def vfs_destroy(self, req: ops.DestroyRequest) -> None:
+        # The tree survives an unmount: a remount (or a guest reboot) sees the same files.
+        return None

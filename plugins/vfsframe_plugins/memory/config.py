@@ -1,0 +1,31 @@
+"""The `memory` backend's config model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ByteSize, Field
+
+from vfsframe.plugin import PluginConfig
+
+
+class MemoryConfig(PluginConfig):
+    """A POSIX filesystem held in this process's RAM; it is empty at start and gone at exit."""
+
+    type: Literal["memory"] = "memory"
+    capacity: ByteSize = Field(
+        default=ByteSize(1 << 30),
+        description=(
+            "Most file data the share may hold, e.g. '512MiB' or '2GB'. Writes, fallocate and "
+            "copy_file_range that would exceed it fail with ENOSPC; statfs reports it as the "
+            "size of the filesystem. Holes in sparse files cost nothing."
+        ),
+    )
+    max_inodes: int = Field(
+        default=1_000_000,
+        ge=1,
+        description=(
+            "Most files, directories, symlinks and special nodes that may exist at once "
+            "(the root counts as one); creating more fails with ENOSPC."
+        ),
+    )
