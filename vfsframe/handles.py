@@ -56,6 +56,13 @@ class HandleTable:
             raise OSError(errno.EBADF, f"no open directory {fh}")
         return handle
 
+    def open_file_of(self, node: Node) -> OpenFile | None:
+        """Any open file of ``node`` (a scan: only for the rare nameless node)."""
+        for handle in list(self._handles.values()):
+            if isinstance(handle, OpenFile) and handle.node is node:
+                return handle
+        return None
+
     def pop(self, fh: int) -> OpenFile | OpenDirectory | None:
         return self._handles.pop(fh, None)
 

@@ -80,6 +80,14 @@ class Call:
     def path(self, node: Node | None = None) -> str:
         return self.session.nodes.path(node or self.node)
 
+    def handle_path(self, node: Node) -> str:
+        """The path of an open file's node, or "" once every name of it is gone: the backend
+        then works from its handle (I/O on an unlinked open file is legal)."""
+        try:
+            return self.session.nodes.path(node)
+        except OSError:
+            return ""
+
     def child_path(self, parent: Node, name: str) -> str:
         return self.session.nodes.child_path(parent, name)
 

@@ -46,17 +46,30 @@ def batch_forget(call: Call) -> None:
 
 def getattr_(call: Call) -> bytes:
     flags, _, fh = call.unpack(abi.GETATTR_IN)
-    handle = call.session.handles.file(fh).backend_fh if flags & abi.GETATTR_FH else None
-    attr = call.session.chain.getattr(ops.GetattrRequest(call.ctx, call.path(), handle))
+    node = call.node
+    if flags & abi.GETATTR_FH:
+        handle = call.session.handles.file(fh)
+    elif not node.names and node is not call.session.nodes.root:
+        # fstat(2) of an unlinked open file comes without a handle; find one.
+        handle = call.session.handles.open_file_of(node)
+    else:
+        handle = None
+    if handle is not None:
+        path, backend_fh = call.handle_path(handle.node), handle.backend_fh
+    else:
+        path, backend_fh = call.path(node), None
+    attr = call.session.chain.getattr(ops.GetattrRequest(call.ctx, path, backend_fh))
     return call.attr_out(attr)
 
 
 def setattr_(call: Call) -> bytes:
     (valid, _, fh, size, _owner, atime, mtime, ctime, atimensec, mtimensec, ctimensec, mode, _,
      uid, gid, _) = call.unpack(abi.SETATTR_IN)  # fmt: skip
-    req = ops.SetattrRequest(call.ctx, call.path())
     if valid & abi.FATTR_FH:
-        req.fh = call.session.handles.file(fh).backend_fh
+        handle = call.session.handles.file(fh)
+        req = ops.SetattrRequest(call.ctx, call.handle_path(handle.node), handle.backend_fh)
+    else:
+        req = ops.SetattrRequest(call.ctx, call.path())
     if valid & abi.FATTR_MODE:
         req.mode = mode
     if valid & abi.FATTR_UID:

@@ -48,7 +48,7 @@ def read(call: Call) -> int:
     buffers = call.session.reply_views(call.reply, size)
     size = sum(len(view) for view in buffers)
     req = ops.ReadRequest(
-        call.ctx, call.path(handle.node), handle.backend_fh, offset, size, buffers, flags
+        call.ctx, call.handle_path(handle.node), handle.backend_fh, offset, size, buffers, flags
     )
     result = call.session.chain.read(req)
     if isinstance(result, int):
@@ -70,7 +70,14 @@ def write(call: Call) -> bytes:
     handle = call.session.handles.file(fh)
     data = slice_segments(call.request, WRITE_DATA_OFFSET, size) if size else []
     req = ops.WriteRequest(
-        call.ctx, call.path(handle.node), handle.backend_fh, offset, data, size, flags, write_flags
+        call.ctx,
+        call.handle_path(handle.node),
+        handle.backend_fh,
+        offset,
+        data,
+        size,
+        flags,
+        write_flags,
     )
     written = call.session.chain.write(req)
     if not 0 <= written <= size:
@@ -82,7 +89,7 @@ def flush(call: Call) -> bytes:
     fh, _, _, owner = call.unpack(abi.FLUSH_IN)
     handle = call.session.handles.file(fh)
     call.session.chain.flush(
-        ops.FlushRequest(call.ctx, call.path(handle.node), handle.backend_fh, owner)
+        ops.FlushRequest(call.ctx, call.handle_path(handle.node), handle.backend_fh, owner)
     )
     return b""
 
@@ -92,7 +99,7 @@ def release(call: Call) -> bytes:
     handle = call.session.handles.pop(fh)
     if not isinstance(handle, OpenFile):
         raise OSError(errno.EBADF, f"no open file {fh}")
-    path = _path_or_empty(call, handle)
+    path = call.handle_path(handle.node)
     if release_flags & abi.RELEASE_FLOCK_UNLOCK:
         unlock = ops.Lock(0, (1 << 63) - 1, 2, call.ctx.pid)  # F_UNLCK
         _quiet(call, ops.SetlkRequest(call.ctx, path, handle.backend_fh, owner, unlock, flock=True))
@@ -105,19 +112,11 @@ def _quiet(call: Call, req: ops.SetlkRequest) -> None:
         call.session.chain.setlk(req)
 
 
-def _path_or_empty(call: Call, handle: Any) -> str:
-    # An open file may outlive all its names; the backend then works from the handle.
-    try:
-        return call.path(handle.node)
-    except OSError:
-        return ""
-
-
 def fsync(call: Call) -> bytes:
     fh, fsync_flags, _ = call.unpack(abi.FSYNC_IN)
     handle = call.session.handles.file(fh)
     datasync = bool(fsync_flags & abi.FSYNC_FDATASYNC)
-    req = ops.FsyncRequest(call.ctx, _path_or_empty(call, handle), handle.backend_fh, datasync)
+    req = ops.FsyncRequest(call.ctx, call.handle_path(handle.node), handle.backend_fh, datasync)
     call.session.chain.fsync(req)
     return b""
 
@@ -126,7 +125,7 @@ def fallocate(call: Call) -> bytes:
     fh, offset, length, mode, _ = call.unpack(abi.FALLOCATE_IN)
     handle = call.session.handles.file(fh)
     req = ops.FallocateRequest(
-        call.ctx, call.path(handle.node), handle.backend_fh, mode, offset, length
+        call.ctx, call.handle_path(handle.node), handle.backend_fh, mode, offset, length
     )
     call.session.chain.fallocate(req)
     return b""
@@ -137,7 +136,9 @@ def lseek(call: Call) -> bytes:
     if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
         raise OSError(errno.EINVAL, "only SEEK_DATA and SEEK_HOLE reach the server")
     handle = call.session.handles.file(fh)
-    req = ops.LseekRequest(call.ctx, call.path(handle.node), handle.backend_fh, offset, whence)
+    req = ops.LseekRequest(
+        call.ctx, call.handle_path(handle.node), handle.backend_fh, offset, whence
+    )
     return abi.LSEEK_OUT.pack(call.session.chain.lseek(req))
 
 
@@ -149,10 +150,10 @@ def copy_file_range(call: Call) -> bytes:
         raise ProtocolError("copy_file_range target handle does not belong to its node")
     req = ops.CopyFileRangeRequest(
         call.ctx,
-        call.path(source.node),
+        call.handle_path(source.node),
         source.backend_fh,
         off_in,
-        call.path(target.node),
+        call.handle_path(target.node),
         target.backend_fh,
         off_out,
         length,

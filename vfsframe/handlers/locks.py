@@ -18,7 +18,7 @@ def _decode(call: Call) -> tuple[Any, int, ops.Lock, bool]:
 
 def getlk(call: Call) -> bytes:
     handle, owner, lock, _ = _decode(call)
-    req = ops.GetlkRequest(call.ctx, call.path(handle.node), handle.backend_fh, owner, lock)
+    req = ops.GetlkRequest(call.ctx, call.handle_path(handle.node), handle.backend_fh, owner, lock)
     found = call.session.chain.getlk(req)
     return abi.LK_OUT.pack(found.start, found.end, found.type, found.pid)
 
@@ -26,7 +26,7 @@ def getlk(call: Call) -> bytes:
 def _setlk(call: Call, wait: bool) -> bytes:
     handle, owner, lock, flock = _decode(call)
     req = ops.SetlkRequest(
-        call.ctx, call.path(handle.node), handle.backend_fh, owner, lock, wait, flock
+        call.ctx, call.handle_path(handle.node), handle.backend_fh, owner, lock, wait, flock
     )
     call.session.chain.setlk(req)
     return b""
