@@ -1,0 +1,135 @@
+"""`vfsframe serve CONFIG`: serve shares to QEMU guests over vhost-user (virtio-fs).
+
+Follows the vhost-user backend program conventions (QEMU docs/interop/vhost-user.rst), so
+libvirt and other managers can start it like virtiofsd: `--socket-path`, `--fd`,
+`--print-capabilities`, and a clean exit on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from vfsframe.cli.common import CommandError, choose_share, load_or_report
+from vfsframe.runtime import build_session
+from vfsframe.virtio import VhostUserFsDevice, VhostUserServer
+
+log = logging.getLogger("vfsframe.serve")
+
+CAPABILITIES = {"type": "fs"}
+DEFAULT_WORKERS = 8
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve shares to QEMU guests over vhost-user (virtio-fs)",
+        description="Listen on every share's vhost-user socket (`socket` in CONFIG) and serve "
+        "the guests that connect; a guest that goes away leaves the share waiting for the "
+        "next one. Stops on SIGINT/SIGTERM and removes its sockets. With --share, serve one "
+        "share, optionally on --socket-path or an inherited --fd instead of the configured "
+        "socket (the vhost-user backend conventions, as virtiofsd).",
+    )
+    parser.add_argument(
+        "config", nargs="?", help="config file (.toml, .yaml, .json) or builtin:NAME"
+    )
+    parser.add_argument("--share", metavar="TAG", help="serve only this share")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--socket-path", metavar="PATH", help="vhost-user socket to listen on")
+    where.add_argument(
+        "--fd",
+        type=int,
+        metavar="FDNUM",
+        help="inherited vhost-user socket (listening or connected)",
+    )
+    parser.add_argument(
+        "--print-capabilities",
+        action="store_true",
+        help='print the vhost-user backend capabilities ({"type": "fs"}) and exit',
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"request worker threads per share (default {DEFAULT_WORKERS})",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.print_capabilities:
+        print(json.dumps(CAPABILITIES, indent=2))
+        return 0
+    if args.config is None:
+        print("vfsframe serve: a CONFIG file is required", file=sys.stderr)
+        return 2
+    config = load_or_report(args.config)
+    try:
+        shares = _chosen_shares(config, args)
+    except CommandError as exc:
+        print(f"vfsframe serve: {exc}", file=sys.stderr)
+        return exc.code
+    servers: list[tuple[VhostUserServer, Any]] = []
+    try:
+        for share in shares:
+            servers.append(_open(share, args))
+    except (OSError, ValueError) as exc:
+        print(f"vfsframe serve: {exc}", file=sys.stderr)
+        _close(servers)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    for server, _ in servers:
+        server.start()
+    log.info("serving %d share(s); stop with SIGINT or SIGTERM", len(servers))
+    while not stop.wait(3600):
+        pass
+    log.info("stopping")
+    _close(servers)
+    return 0
+
+
+def _chosen_shares(config: Any, args: argparse.Namespace) -> list[Any]:
+    if args.share is not None or args.socket_path is not None or args.fd is not None:
+        shares = [choose_share(config, args.share)]
+    else:
+        shares = list(config.shares)
+    if args.socket_path is None and args.fd is None:
+        missing = [s.tag for s in shares if s.socket is None]
+        if missing:
+            raise CommandError(
+                f"share(s) {', '.join(missing)} have no `socket`; set one in the config "
+                "or pass --share TAG --socket-path PATH",
+                2,
+            )
+    return shares
+
+
+def _open(share: Any, args: argparse.Namespace) -> tuple[VhostUserServer, Any]:
+    session = build_session(share)
+    device = VhostUserFsDevice(
+        session, request_queues=share.request_queues, workers=args.workers, name=share.tag
+    )
+    if args.fd is not None:
+        server = VhostUserServer(device, fd=args.fd, name=share.tag)
+    else:
+        server = VhostUserServer(device, args.socket_path or share.socket, name=share.tag)
+    try:
+        server.open()
+    except BaseException:
+        session.chain.close()
+        raise
+    return server, session
+
+
+def _close(servers: list[tuple[VhostUserServer, Any]]) -> None:
+    for server, session in servers:
+        server.stop()
+        session.chain.close()
