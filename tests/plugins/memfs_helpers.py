@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from vfsframe_plugins.memory import MemoryBackend, MemoryConfig
 
 from vfsframe import ops
 from vfsframe.chain import ShareChain
-from vfsframe_plugins.memory import MemoryBackend, MemoryConfig
 
 USER = ops.Context(uid=1000, gid=1000, pid=1, umask=0o022)
 OTHER = ops.Context(uid=2000, gid=2000, pid=2, umask=0o022)

@@ -9,10 +9,10 @@ import stat
 import pydantic
 import pytest
 from memfs_helpers import OTHER, ROOT, USER, MemFs, make_fs, raises_errno
+from vfsframe_plugins.memory import PLUGIN, MemoryBackend, MemoryConfig
 
 from vfsframe import ops
 from vfsframe.plugin import BuildContext, PluginRegistry
-from vfsframe_plugins.memory import PLUGIN, MemoryBackend, MemoryConfig
 
 # -- plugin and config -----------------------------------------------------------------
 

@@ -506,9 +506,7 @@ class MemoryBackend(Backend):
         with self._lock:
             node = self._file(req.path, req.fh, os.O_RDONLY)
             if req.buffers:
-                result: bytearray | int = node.content.read_into(
-                    req.offset, req.size, req.buffers
-                )
+                result: bytearray | int = node.content.read_into(req.offset, req.size, req.buffers)
             else:
                 result = node.content.read(req.offset, req.size)
             node.touch_atime(time.time_ns())
