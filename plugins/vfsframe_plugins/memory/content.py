@@ -39,30 +39,44 @@ class FileContent:
     # -- reading ----------------------------------------------------------------------
 
     def read_into(self, offset: int, size: int, buffers: Iterable[memoryview]) -> int:
-        """Copy up to ``size`` bytes at ``offset`` into the scattered ``buffers``; the count."""
-        remaining = min(size, self.size - offset)
-        if remaining <= 0:
+        """Copy up to ``size`` bytes at ``offset`` into the scattered ``buffers``; the count.
+
+        One pass over two cursors (file position, buffer position): each step copies what
+        remains of the current chunk or of the current buffer, whichever ends first.
+        """
+        end = min(offset + size, self.size)
+        if end <= offset:
             return 0
         chunks = self.chunks
         pos = offset
+        base = -CHUNK_SIZE  # file offset of the chunk under the cursor; none yet
+        source: memoryview | None = None
+        stored = 0
         for buffer in buffers:
-            if remaining <= 0:
-                break
             buf = as_bytes_view(buffer)
-            want = min(len(buf), remaining)
+            want = min(len(buf), end - pos)
             done = 0
             while done < want:
-                index, within = divmod(pos, CHUNK_SIZE)
+                if pos >= base + CHUNK_SIZE:
+                    index = pos // CHUNK_SIZE
+                    base = index * CHUNK_SIZE
+                    chunk = chunks.get(index)
+                    source = None if chunk is None else memoryview(chunk)
+                    stored = 0 if chunk is None else len(chunk)
+                within = pos - base
                 step = min(CHUNK_SIZE - within, want - done)
-                chunk = chunks.get(index)
-                have = 0 if chunk is None else max(0, min(len(chunk) - within, step))
-                if have:
-                    buf[done : done + have] = memoryview(chunk)[within : within + have]
+                have = min(stored - within, step)
+                if have > 0:
+                    assert source is not None
+                    buf[done : done + have] = source[within : within + have]
+                else:
+                    have = 0
                 if have < step:
                     buf[done + have : done + step] = _ZEROS[: step - have]
                 done += step
                 pos += step
-            remaining -= want
+            if pos >= end:
+                break
         return pos - offset
 
     def read(self, offset: int, size: int) -> bytearray:
@@ -87,39 +101,34 @@ class FileContent:
 
     def write(self, offset: int, views: Sequence[memoryview]) -> int:
         """Copy the scattered ``views`` to ``offset`` without joining them; the count."""
+        sources = [as_bytes_view(view) for view in views]
+        total = sum(map(len, sources))
+        if not total:
+            return 0
+        # Size every chunk the write touches first, so the copies below never resize a
+        # bytearray (and may hold a view of it).
+        self.allocate(offset, total)
         chunks = self.chunks
         pos = offset
-        added = 0
-        for view in views:
-            src = as_bytes_view(view)
-            length = len(src)
+        base = -CHUNK_SIZE
+        target = memoryview(b"")
+        for source in sources:
+            length = len(source)
             done = 0
             while done < length:
-                index, within = divmod(pos, CHUNK_SIZE)
+                if pos >= base + CHUNK_SIZE:
+                    index = pos // CHUNK_SIZE
+                    base = index * CHUNK_SIZE
+                    target = memoryview(chunks[index])
+                within = pos - base
                 step = min(CHUNK_SIZE - within, length - done)
-                piece = src[done : done + step]
-                chunk = chunks.get(index)
-                if chunk is None:
-                    if within:
-                        chunk = bytearray(within)
-                        chunk += piece
-                    else:
-                        chunk = bytearray(piece)  # one copy, straight from the caller
-                    chunks[index] = chunk
-                    added += len(chunk)
-                else:
-                    before = len(chunk)
-                    if within > before:
-                        chunk += _ZEROS[: within - before]
-                    # Slice assignment grows the bytearray when the piece runs past its end.
-                    chunk[within : within + step] = piece
-                    added += len(chunk) - before
+                target[within : within + step] = source[done : done + step]
                 done += step
                 pos += step
-        self.allocated += added
+        target.release()
         if pos > self.size:
             self.size = pos
-        return pos - offset
+        return total
 
     def zero(self, offset: int, length: int) -> None:
         """Make ``[offset, offset + length)`` read as zeros, freeing whole chunks (punch)."""
