@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("vfsframe").setLevel(logging.DEBUG)
     if options.fsname == "vfsframe":
         options.fsname = f"vfsframe:{share.tag}"
+    created = _make_mountpoint(args.mountpoint)
     session = build_session(share)
     mount = DevFuseMount(session, args.mountpoint, options)
     try:
@@ -63,17 +66,41 @@ def run(args: argparse.Namespace) -> int:
     except MountError as exc:
         print(f"vfsframe mount: {exc}", file=sys.stderr)
         session.chain.close()
+        _remove_mountpoint(args.mountpoint, created)
         return 1
     mount.start()
     try:
         if args.run:
             return subprocess.run(args.run).returncode
+        print(
+            f"vfsframe: share {share.tag!r} mounted on {mount.mountpoint}; Ctrl-C unmounts",
+            flush=True,
+        )
         _serve_until_stopped(mount)
         return 0
     finally:
         mount.unmount()
         session.chain.close()
+        _remove_mountpoint(args.mountpoint, created)
         log.info("unmounted %s", mount.mountpoint)
+
+
+def _make_mountpoint(path: str) -> bool:
+    """Create a missing mountpoint (as `mount --mkdir` does); True if we made it."""
+    try:
+        os.lstat(path)
+        return False
+    except FileNotFoundError:
+        os.makedirs(path)
+        return True
+    except OSError:  # e.g. ENOTCONN on a stale mount: let the mount step explain it
+        return False
+
+
+def _remove_mountpoint(path: str, created: bool) -> None:
+    if created:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
 
 
 def _serve_until_stopped(mount: DevFuseMount) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from vfsframe.config.models import ConfigModels, default_models
+from vfsframe.config.models import ConfigModels, default_models, duplicate_problems
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -83,12 +83,16 @@ def validate_config(
 ) -> Any:
     models = models or default_models()
     try:
-        return models.server.model_validate(document)
+        config = models.server.model_validate(document)
     except ValidationError as exc:
         type_names = set(models.registry.backends) | set(models.registry.middleware)
         raise ConfigError(
             source, [_describe(error, models, type_names) for error in exc.errors()]
         ) from None
+    problems = duplicate_problems(config.shares)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
 
 
 def _describe(error: Any, models: ConfigModels, type_names: set[str]) -> str:

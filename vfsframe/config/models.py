@@ -15,10 +15,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     create_model,
 )
+from pydantic_core import PydanticCustomError
 
 from vfsframe.plugin import PluginConfig, PluginRegistry, default_registry
 
@@ -80,13 +82,21 @@ def duplicate_problems(shares: list[Any]) -> list[str]:
     return problems
 
 
+def _require_type(value: Any) -> Any:
+    # A plugin model may default its `type`; a config must still say which plugin it means.
+    if isinstance(value, dict) and "type" not in value:
+        raise PydanticCustomError("union_tag_not_found", "missing 'type'")
+    return value
+
+
 def plugin_union(models: list[type[PluginConfig]]) -> Any:
     """The discriminated union of plugin config models, keyed by their ``type`` field."""
     if not models:
         raise ValueError("no plugins of this kind are installed")
-    if len(models) == 1:
-        return models[0]
-    return Annotated[Union[tuple(models)], Field(discriminator="type")]  # noqa: UP007
+    if len(models) == 1:  # pydantic needs two members for a discriminated union
+        return Annotated[models[0], BeforeValidator(_require_type)]
+    union = Annotated[Union[tuple(models)], Field(discriminator="type")]  # noqa: UP007
+    return Annotated[union, BeforeValidator(_require_type)]
 
 
 class ConfigModels:
