@@ -70,6 +70,16 @@ def test_lookup_errors(fs: MemFs) -> None:
     fs.make_file("/" + "b" * 255)
 
 
+def test_dot_names_are_refused(fs: MemFs) -> None:
+    fs.mkdir("/d")
+    for path in ("/d/.", "/d/..", "/d/a\0b"):
+        with raises_errno(errno.EINVAL):
+            fs.mkdir(path)
+    with raises_errno(errno.EINVAL):
+        fs.rmdir("/d/.")
+    assert fs.names("/d") == []
+
+
 def test_inode_numbers_are_unique_and_stable(fs: MemFs) -> None:
     inos = {fs.make_file(f"/f{i}").st_ino for i in range(5)}
     inos.add(fs.mkdir("/d").st_ino)

@@ -84,6 +84,8 @@ def test_getlk_and_setlk_validate(fs: MemFs, fh: object) -> None:
         _setlk(fs, fh, 1, -1, 5, WR)
     with raises_errno(errno.EINVAL):
         _getlk(fs, fh, 1, 0, 5, 99)
+    with raises_errno(errno.EINVAL):
+        _getlk(fs, fh, 1, 0, 5, UN)
 
 
 def test_setlkw_waits_until_the_holder_unlocks(fs: MemFs, fh: object) -> None:

@@ -114,6 +114,9 @@ class MemoryBackend(Backend):
         if not names:
             raise _error(root_errno, path)  # the operation names the root itself
         name = names[-1]
+        if name in (".", "..") or "\0" in name:
+            # The session refuses these names; a backend must not create or remove them.
+            raise _error(errno.EINVAL, path)
         _check_name(name)
         parent = self._lookup("/".join(names[:-1]))
         if not isinstance(parent, Directory):
@@ -755,6 +758,8 @@ class MemoryBackend(Backend):
 
     def vfs_getlk(self, req: ops.GetlkRequest) -> ops.Lock:
         self._check_lock(req.lock)
+        if req.lock.type == fcntl.F_UNLCK:
+            raise _error(errno.EINVAL, req.path)  # as fcntl(F_GETLK) does
         with self._lock:
             table = self._node(req.path, req.fh).posix_locks
             found = None if table is None else table.conflict(req.owner, req.lock)
