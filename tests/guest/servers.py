@@ -1,0 +1,120 @@
+"""The virtio-fs servers a guest test can boot against, behind one interface.
+
+A differential test runs the same guest workload against several of these and compares what
+the guest saw. Adding a server kind (e.g. vfsframe's passthrough backend over the same kind of
+directory the reference serves) is one more class here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
+SERVE = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.exit(main())"]
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+class Server:
+    """A running server process serving one tag on one vhost-user socket."""
+
+    name = "server"
+    request_queues = 1
+
+    def __init__(self, workdir: Path, tag: str = "data") -> None:
+        self.workdir = workdir
+        self.tag = tag
+        self.socket = workdir / f"{self.name}.sock"
+        self.log_path = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        wait_for_socket(self.socket, self.proc)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL if it does not go; the exit status of a clean stop."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        return self.proc.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class VfsframeMemory(Server):
+    """`vfsframe serve` with the built-in memory backend."""
+
+    name = "vfsframe-memory"
+
+    def __init__(
+        self, workdir: Path, tag: str = "data", request_queues: int = 2, cli_socket: bool = False
+    ) -> None:
+        super().__init__(workdir, tag)
+        self.request_queues = request_queues
+        self.cli_socket = cli_socket  # pass the socket as --socket-path instead of in config
+        self.config = workdir / f"{self.name}.toml"
+        configured = "" if cli_socket else f'socket = "{self.socket}"\n'
+        self.config.write_text(
+            f'[[share]]\ntag = "{tag}"\n{configured}request_queues = {request_queues}\n'
+            'cache = "auto"\n[share.backend]\ntype = "memory"\ncapacity = "1GiB"\n'
+        )
+
+    def command(self) -> list[str]:
+        cmd = [*SERVE, "serve", str(self.config)]
+        if self.cli_socket:
+            cmd += ["--share", self.tag, "--socket-path", str(self.socket)]
+        return cmd
+
+
+class ReferenceVirtiofsd(Server):
+    """The C virtiofsd from Debian's QEMU 7.2 over a fresh empty directory. It serves one
+    request queue and exits when its front-end disconnects: one process per boot."""
+
+    name = "virtiofsd"
+
+    def __init__(self, workdir: Path, tag: str = "data") -> None:
+        super().__init__(workdir, tag)
+        self.source = Path(tempfile.mkdtemp(prefix="ref-share-", dir=workdir))
+        self.source.chmod(0o755)  # mkdtemp makes it 0700; a fresh share's root is 0755
+
+    def command(self) -> list[str]:
+        return [
+            str(VIRTIOFSD), f"--socket-path={self.socket}", "-o", f"source={self.source}",
+            "-o", "cache=auto", "-o", "sandbox=chroot",
+        ]  # fmt: skip
