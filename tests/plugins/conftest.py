@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from memfs_helpers import MemFs, make_fs
+
+from tests.plugins.memfs_helpers import MemFs, make_fs
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import stat
 
 import pydantic
 import pytest
-from memfs_helpers import OTHER, ROOT, USER, MemFs, make_fs, raises_errno
 from vfsframe_plugins.memory import PLUGIN, MemoryBackend, MemoryConfig
 
+from tests.plugins.memfs_helpers import OTHER, ROOT, USER, MemFs, make_fs, raises_errno
 from vfsframe import ops
 from vfsframe.plugin import BuildContext, PluginRegistry
 

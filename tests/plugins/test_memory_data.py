@@ -7,10 +7,10 @@ import array
 import errno
 import os
 
-from memfs_helpers import USER, MemFs, make_fs, raises_errno
 from vfsframe_plugins.memory import MemoryConfig
 from vfsframe_plugins.memory.content import CHUNK_SIZE
 
+from tests.plugins.memfs_helpers import USER, MemFs, make_fs, raises_errno
 from vfsframe import ops
 
 C = CHUNK_SIZE

@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-from memfs_helpers import USER, MemFs, raises_errno
 
+from tests.plugins.memfs_helpers import USER, MemFs, raises_errno
 from vfsframe import ops
 
 EOF_ = 2**63 - 1

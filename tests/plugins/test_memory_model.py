@@ -7,9 +7,9 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from memfs_helpers import USER, make_fs
 from vfsframe_plugins.memory.content import CHUNK_SIZE as C
 
+from tests.plugins.memfs_helpers import USER, make_fs
 from vfsframe import ops
 
 # Offsets cluster around chunk boundaries, where the off-by-one errors live.
