@@ -102,6 +102,7 @@ class DevFuseMount:
         self._threads: list[threading.Thread] = []
         self._unmounted = threading.Event()
         self.connection: int | None = None
+        self._readahead_pending = True
 
     # -- mounting --------------------------------------------------------------------------
 
@@ -175,6 +176,21 @@ class DevFuseMount:
         self.fd = fds[0]
         self._via_fusermount = True
 
+    def _raise_readahead(self) -> None:
+        """Let the kernel read ahead as far as the session allows (max_readahead).
+
+        A new FUSE mount gets the default 128 KiB read-ahead, and INIT can only lower it; with
+        1 MiB requests a sequential read needs far fewer round trips. Called once the INIT reply
+        has been written (the kernel applies INIT's limit then). Root only (sysfs)."""
+        if self.connection is None or os.geteuid() != 0:
+            return
+        path = f"/sys/class/bdi/0:{self.connection}/read_ahead_kb"
+        try:
+            with open(path, "w") as setting:
+                setting.write(str(self.session.options.max_readahead // 1024))
+        except OSError as exc:
+            log.debug("could not raise read-ahead (%s): %s", path, exc)
+
     # -- serving ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -216,6 +232,9 @@ class DevFuseMount:
                 # ENOENT: the kernel gave up on the request (interrupted); nothing to do.
                 if exc.errno != errno.ENOENT:
                     log.warning("writing a reply to /dev/fuse failed: %s", exc)
+            if self._readahead_pending and self.session.initialized:
+                self._readahead_pending = False
+                self._raise_readahead()
         self._unmounted.set()
 
     # -- unmounting ------------------------------------------------------------------------
