@@ -67,27 +67,39 @@ class DriverQueue:
 
 
 class TestFrontEnd:
-    """Drives one VhostUserFsDevice through a socketpair."""
+    """Drives a vhost-user-fs device: in-process through a socketpair (give `device`), or a
+    server's Unix socket (give `socket_path`), exactly as QEMU would connect to it."""
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, device: VhostUserFsDevice, queue_size: int = 64) -> None:
+    def __init__(
+        self,
+        device: VhostUserFsDevice | None = None,
+        queue_size: int = 64,
+        socket_path: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.device = device
         self.queue_size = queue_size
         self.memfd = os.memfd_create("test-guest-ram", os.MFD_CLOEXEC)
         os.ftruncate(self.memfd, MEMFD_SIZE)
         self.ram = memoryview(mmap.mmap(self.memfd, MEMFD_SIZE))
         self.ram[GUARD_OFFSET:] = bytes([GUARD_BYTE]) * (MEMFD_SIZE - GUARD_OFFSET)
-        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._theirs = theirs
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if socket_path is not None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(os.fspath(socket_path))
+        else:
+            assert device is not None, "give a device or a socket path"
+            self.sock, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._thread = threading.Thread(target=self._serve, daemon=True)
+            self._thread.start()
         self.queues: dict[int, DriverQueue] = {}
         self._next_buffer = BUFFER_AREA
         self.features = 0
         self.protocol_features = 0
 
     def _serve(self) -> None:
+        assert self.device is not None
         try:
             self.device.serve(self._theirs)
         finally:
@@ -177,7 +189,8 @@ class TestFrontEnd:
 
     def close(self) -> None:
         self.sock.close()
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         for q in self.queues.values():
             os.close(q.kick)
             os.close(q.call)
