@@ -363,6 +363,24 @@ def test_rename_posix_rules(fs: MemFs) -> None:
     assert fs.stat("/").st_nlink == 4  # /empty, /full, and "."+".."
 
 
+def test_rename_over_a_name_keeps_its_place_in_listings(fs: MemFs) -> None:
+    for name in ("a", "b", "c"):
+        fs.make_file(f"/{name}", name.encode())
+    fs.rename("/c", "/a")
+    assert fs.names("/") == ["a", "b"]
+    assert fs.read_file("/a") == b"c"
+
+
+def test_link_updates_the_new_parent(fs: MemFs) -> None:
+    fs.mkdir("/d")
+    fs.make_file("/f")
+    fs.age("/d")
+    fs.age("/")
+    fs.link("/f", "/d/g")
+    assert fs.stat("/d").st_mtime_ns > 10**12
+    assert fs.stat("/").st_mtime_ns == 10**12
+
+
 def test_rename_to_another_name_of_the_same_inode_does_nothing(fs: MemFs) -> None:
     fs.make_file("/a", b"A")
     fs.link("/a", "/b")
@@ -455,6 +473,11 @@ def test_kill_suid(fs: MemFs) -> None:
     assert stat.S_IMODE(fs.setattr("/f", kill_suid=True).st_mode) == 0o755
     fs.setattr("/f", mode=0o6745)
     assert stat.S_IMODE(fs.setattr("/f", kill_suid=True).st_mode) == 0o2745
+
+
+def test_kill_suid_leaves_directories_alone(fs: MemFs) -> None:
+    fs.mkdir("/d", 0o2775)
+    assert fs.setattr("/d", kill_suid=True).st_mode & stat.S_ISGID
 
 
 def test_chmod_by_non_member_drops_setgid(fs: MemFs) -> None:

@@ -206,7 +206,7 @@ class MemoryBackend(Backend):
                 self._truncate(node, req.size, now)
             if req.atime_ns is not None or req.mtime_ns is not None:
                 self._set_times(node, req, now)
-            if req.kill_suid:
+            if req.kill_suid and not isinstance(node, Directory):
                 node.mode = _killed_privileges(node.mode)
             node.ctime_ns = now if req.ctime_ns is None else req.ctime_ns
             return node.attr()
