@@ -34,6 +34,7 @@ from vfsframe.nodes import NodeTable
 log = logging.getLogger(__name__)
 
 OUT_HEADER_SIZE = abi.OUT_HEADER.size
+MAX_ERRNO = 511  # fuse_dev_do_write refuses out.error <= -512
 
 
 @dataclass(frozen=True)
@@ -151,23 +152,23 @@ class FuseSession:
     # -- replies ---------------------------------------------------------------------------
 
     def _reply(self, reply: Sequence[memoryview], unique: int, body: Any) -> int:
-        if isinstance(body, int):  # the handler already wrote `body` bytes after the header
-            size = OUT_HEADER_SIZE + body
-        else:
-            size = OUT_HEADER_SIZE + len(body)
-            if size > total_length(reply):
-                log.warning(
-                    "%s: reply of %d bytes does not fit the reply buffers", self.options.name, size
-                )
-                return self._error(reply, unique, errno.EIO)
-            if body:
-                copy_into(reply, OUT_HEADER_SIZE, body)
+        # An int body: the handler already wrote that many bytes after the header (READ).
+        size = OUT_HEADER_SIZE + (body if isinstance(body, int) else len(body))
+        if size > total_length(reply):  # even an empty READ needs room for its header
+            log.warning(
+                "%s: reply of %d bytes does not fit the reply buffers", self.options.name, size
+            )
+            return self._error(reply, unique, errno.EIO)
+        if not isinstance(body, int) and body:
+            copy_into(reply, OUT_HEADER_SIZE, body)
         copy_into(reply, 0, abi.OUT_HEADER.pack(size, 0, unique))
         return size
 
     def _error(self, reply: Sequence[memoryview], unique: int, code: int) -> int:
         if total_length(reply) < OUT_HEADER_SIZE:
             return 0
+        if not 0 < code <= MAX_ERRNO:
+            code = errno.EIO  # Linux refuses any other error, and its caller would wait forever
         copy_into(reply, 0, abi.OUT_HEADER.pack(OUT_HEADER_SIZE, -code, unique))
         return OUT_HEADER_SIZE
 
