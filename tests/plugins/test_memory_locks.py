@@ -110,6 +110,28 @@ def test_setlkw_waits_until_the_holder_unlocks(fs: MemFs, fh: object) -> None:
     assert _getlk(fs, fh, 3, 15, 15, RD) == ops.Lock(10, 20, WR, 2)
 
 
+def test_setlkw_reports_a_deadlock(fs: MemFs, fh: object) -> None:
+    _setlk(fs, fh, 1, 0, 9, WR)
+    _setlk(fs, fh, 2, 10, 19, WR)
+    granted = threading.Event()
+
+    def first_waits_for_second() -> None:
+        _setlk(fs, fh, 1, 10, 10, WR, wait=True)
+        granted.set()
+
+    thread = threading.Thread(target=first_waits_for_second)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while 1 not in fs.chain.backend._waits_for:  # until owner 1 is really waiting
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with raises_errno(errno.EDEADLK):
+        _setlk(fs, fh, 2, 5, 5, WR, wait=True)  # would wait for 1, which waits for 2
+    _setlk(fs, fh, 2, 10, 19, UN)
+    assert granted.wait(5)
+    thread.join(5)
+
+
 def test_flush_releases_the_owners_posix_locks(fs: MemFs, fh: object) -> None:
     _setlk(fs, fh, 1, 0, 9, WR)
     _setlk(fs, fh, 2, 10, 19, WR)

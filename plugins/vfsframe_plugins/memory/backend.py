@@ -80,6 +80,8 @@ class MemoryBackend(Backend):
         self._lock = threading.RLock()
         self._lock_changed = threading.Condition(self._lock)
         self._closed = False
+        # POSIX lock owner → the owner it waits for in SETLKW, for deadlock detection.
+        self._waits_for: dict[int, int] = {}
         self._next_ino = 2
         self._inode_count = 1
         self._used = 0  # bytes of chunk storage held by all files
@@ -774,18 +776,36 @@ class MemoryBackend(Backend):
             node = self._node(req.path, req.fh)
             table = self._lock_table(node, req.flock)
             if lock.type != fcntl.F_UNLCK:
-                while table.conflict(req.owner, lock) is not None:
+                while (blocker := table.conflict(req.owner, lock)) is not None:
                     if not req.wait:
                         raise _error(errno.EAGAIN, req.path)
                     if self._closed:
                         raise _error(errno.EINTR, req.path)
-                    self._lock_changed.wait()  # releases the tree lock meanwhile
+                    if not req.flock and self._would_deadlock(req.owner, blocker.owner):
+                        raise _error(errno.EDEADLK, req.path)
+                    self._waits_for[req.owner] = blocker.owner
+                    try:
+                        self._lock_changed.wait()  # releases the tree lock meanwhile
+                    finally:
+                        self._waits_for.pop(req.owner, None)
                 if isinstance(req.fh, FileHandle):
                     owners = req.fh.flock_owners if req.flock else req.fh.posix_owners
                     owners.add(req.owner)
             table.apply(req.owner, lock)
             # An unlock, a downgrade or a shrunk range may let a waiter in.
             self._lock_changed.notify_all()
+
+    def _would_deadlock(self, owner: int, blocker: int) -> bool:
+        """Whether ``blocker`` waits, directly or through others, for ``owner``: the POSIX
+        deadlock check of fcntl(F_SETLKW), bounded like Linux's (10 steps)."""
+        for _ in range(10):
+            if blocker == owner:
+                return True
+            next_blocker = self._waits_for.get(blocker)
+            if next_blocker is None:
+                return False
+            blocker = next_blocker
+        return False
 
     @staticmethod
     def _lock_table(node: Inode, flock: bool) -> RecordLocks:

@@ -52,31 +52,36 @@ class FileContent:
         base = -CHUNK_SIZE  # file offset of the chunk under the cursor; none yet
         source: memoryview | None = None
         stored = 0
-        for buffer in buffers:
-            buf = as_bytes_view(buffer)
-            want = min(len(buf), end - pos)
-            done = 0
-            while done < want:
-                if pos >= base + CHUNK_SIZE:
-                    index = pos // CHUNK_SIZE
-                    base = index * CHUNK_SIZE
-                    chunk = chunks.get(index)
-                    source = None if chunk is None else memoryview(chunk)
-                    stored = 0 if chunk is None else len(chunk)
-                within = pos - base
-                step = min(CHUNK_SIZE - within, want - done)
-                have = min(stored - within, step)
-                if have > 0:
-                    assert source is not None
-                    buf[done : done + have] = source[within : within + have]
-                else:
-                    have = 0
-                if have < step:
-                    buf[done + have : done + step] = _ZEROS[: step - have]
-                done += step
-                pos += step
-            if pos >= end:
-                break
+        # A view left alive (say, in a traceback) would stop the chunk from being resized.
+        try:
+            for buffer in buffers:
+                buf = as_bytes_view(buffer)
+                want = min(len(buf), end - pos)
+                done = 0
+                while done < want:
+                    if pos >= base + CHUNK_SIZE:
+                        index = pos // CHUNK_SIZE
+                        base = index * CHUNK_SIZE
+                        chunk = chunks.get(index)
+                        source = None if chunk is None else memoryview(chunk)
+                        stored = 0 if chunk is None else len(chunk)
+                    within = pos - base
+                    step = min(CHUNK_SIZE - within, want - done)
+                    have = min(stored - within, step)
+                    if have > 0:
+                        assert source is not None
+                        buf[done : done + have] = source[within : within + have]
+                    else:
+                        have = 0
+                    if have < step:
+                        buf[done + have : done + step] = _ZEROS[: step - have]
+                    done += step
+                    pos += step
+                if pos >= end:
+                    break
+        finally:
+            if source is not None:
+                source.release()
         return pos - offset
 
     def read(self, offset: int, size: int) -> bytearray:
@@ -112,20 +117,22 @@ class FileContent:
         pos = offset
         base = -CHUNK_SIZE
         target = memoryview(b"")
-        for source in sources:
-            length = len(source)
-            done = 0
-            while done < length:
-                if pos >= base + CHUNK_SIZE:
-                    index = pos // CHUNK_SIZE
-                    base = index * CHUNK_SIZE
-                    target = memoryview(chunks[index])
-                within = pos - base
-                step = min(CHUNK_SIZE - within, length - done)
-                target[within : within + step] = source[done : done + step]
-                done += step
-                pos += step
-        target.release()
+        try:
+            for source in sources:
+                length = len(source)
+                done = 0
+                while done < length:
+                    if pos >= base + CHUNK_SIZE:
+                        index = pos // CHUNK_SIZE
+                        base = index * CHUNK_SIZE
+                        target = memoryview(chunks[index])
+                    within = pos - base
+                    step = min(CHUNK_SIZE - within, length - done)
+                    target[within : within + step] = source[done : done + step]
+                    done += step
+                    pos += step
+        finally:
+            target.release()
         if pos > self.size:
             self.size = pos
         return total
