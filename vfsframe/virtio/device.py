@@ -155,14 +155,14 @@ class VhostUserFsDevice:
                 if fd is not None:
                     os.close(fd)
         self.queues = [VirtQueue(i) for i in range(self.num_queues)]
-        self.memory.close()
-        self.memory = GuestMemory()
-        self.features = 0
-        self.protocol_features = 0
         try:
             self.handler.reset()
         except Exception:
             log.exception("%s: session reset failed", self.name)
+        self.memory.close()
+        self.memory = GuestMemory()
+        self.features = 0
+        self.protocol_features = 0
 
     # -- features ------------------------------------------------------------------------
 

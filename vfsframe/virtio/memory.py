@@ -14,6 +14,7 @@ impossibility of a use-after-unmap.
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import mmap
 import os
@@ -84,8 +85,14 @@ class MemoryRegion:
             try:
                 self._map.close()
             except BufferError:
-                # An in-flight request still holds a view: the mapping dies with it.
-                log.debug("region %#x still referenced; unmapped when released", self.guest_addr)
+                # Views often linger only in reference cycles (an exception's traceback holds
+                # the frame that held the request's views): collect them, then try again.
+                gc.collect()
+                try:
+                    self._map.close()
+                except BufferError:
+                    # Really still in use: the mapping goes when its last view does.
+                    log.debug("region %#x still referenced; unmapped later", self.guest_addr)
             self._map = None
 
 
