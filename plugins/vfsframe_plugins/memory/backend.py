@@ -131,17 +131,15 @@ class MemoryBackend(Backend):
             return fh.inode
         return self._lookup(path)
 
-    def _file(self, path: str, fh: Any, access: int | None = None) -> RegularFile:
-        """The regular file for I/O; EBADF when the handle was not opened for ``access``."""
+    def _file(self, path: str, fh: Any, writing: bool = False) -> RegularFile:
+        """The regular file for I/O. Writing through a read-only handle is EBADF; reading
+        through a write-only one is allowed, because with the writeback cache the kernel
+        reads partial pages through whichever handle the writer has."""
         node = self._node(path, fh)
         if not isinstance(node, RegularFile):
             raise _error(errno.EISDIR if isinstance(node, Directory) else errno.EINVAL, path)
-        if access is not None and isinstance(fh, FileHandle):
-            accmode = fh.flags & os.O_ACCMODE
-            if (access == os.O_RDONLY and accmode == os.O_WRONLY) or (
-                access == os.O_WRONLY and accmode == os.O_RDONLY
-            ):
-                raise _error(errno.EBADF, path)
+        if writing and isinstance(fh, FileHandle) and fh.flags & os.O_ACCMODE == os.O_RDONLY:
+            raise _error(errno.EBADF, path)
         return node
 
     def _new_ino(self) -> int:
@@ -509,7 +507,7 @@ class MemoryBackend(Backend):
         if req.offset < 0:
             raise _error(errno.EINVAL, req.path)
         with self._lock:
-            node = self._file(req.path, req.fh, os.O_RDONLY)
+            node = self._file(req.path, req.fh)
             if req.buffers:
                 result: bytearray | int = node.content.read_into(req.offset, req.size, req.buffers)
             else:
@@ -522,13 +520,16 @@ class MemoryBackend(Backend):
             raise _error(errno.EINVAL, req.path)
         fh = req.fh
         with self._lock:
-            node = self._file(req.path, fh, os.O_WRONLY)
+            node = self._file(req.path, fh, writing=True)
             content = node.content
             length = _total_bytes(req.data)
             if length == 0:
                 return 0
-            flags = req.flags | (fh.flags if isinstance(fh, FileHandle) else 0)
-            offset = content.size if flags & os.O_APPEND else req.offset
+            # O_APPEND comes from the request (the kernel sends the writer's file flags), not
+            # from the handle: with the writeback cache the kernel writes cached pages back at
+            # their own offsets through an O_APPEND handle, and appending those would
+            # duplicate data.
+            offset = content.size if req.flags & os.O_APPEND else req.offset
             self._reserve(content, offset, offset + length)
             before = content.allocated
             content.write(offset, req.data)
@@ -584,7 +585,7 @@ class MemoryBackend(Backend):
             raise _error(errno.EOPNOTSUPP, req.path)
         end = req.offset + req.length
         with self._lock:
-            node = self._file(req.path, req.fh, os.O_WRONLY)
+            node = self._file(req.path, req.fh, writing=True)
             content = node.content
             now = time.time_ns()
             before = content.allocated
@@ -626,8 +627,8 @@ class MemoryBackend(Backend):
         if req.offset_in < 0 or req.offset_out < 0:
             raise _error(errno.EINVAL, req.path_in)
         with self._lock:
-            source = self._file(req.path_in, req.fh_in, os.O_RDONLY)
-            sink = self._file(req.path_out, req.fh_out, os.O_WRONLY)
+            source = self._file(req.path_in, req.fh_in)
+            sink = self._file(req.path_out, req.fh_out, writing=True)
             if isinstance(req.fh_out, FileHandle) and req.fh_out.flags & os.O_APPEND:
                 raise _error(errno.EBADF, req.path_out)
             length = max(0, min(req.length, source.content.size - req.offset_in))
