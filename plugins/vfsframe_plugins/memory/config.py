@@ -14,7 +14,8 @@ class MemoryConfig(PluginConfig):
 
     type: Literal["memory"] = "memory"
     capacity: ByteSize = Field(
-        default=ByteSize(1 << 30),
+        default="1GiB",
+        validate_default=True,  # the schema shows "1GiB"; the value is still a ByteSize
         description=(
             "Most file data the share may hold, e.g. '512MiB' or '2GB'. Writes, fallocate and "
             "copy_file_range that would exceed it fail with ENOSPC; statfs reports it as the "
