@@ -10,8 +10,10 @@ A backend reports failure by raising ``OSError(errno, ...)``; the errno reaches 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -22,12 +24,22 @@ UTIME_NOW = -1
 
 @dataclass(slots=True)
 class Context:
-    """Who asked: the caller's ids as the kernel reports them, and its umask where known."""
+    """Who asked: the caller's ids as the kernel reports them, and its umask where known.
+
+    ``interrupt`` is set for requests that may block (SETLKW): the kernel interrupted the
+    caller (a signal), so a backend waiting on its behalf should give up with EINTR.
+    """
 
     uid: int = 0
     gid: int = 0
     pid: int = 0
     umask: int = 0o022
+    interrupt: threading.Event | None = None
+
+    def check_interrupted(self) -> None:
+        """Raise EINTR if the caller was interrupted; call it from blocking waits."""
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise InterruptedError(errno.EINTR, "interrupted")
 
 
 ROOT_CONTEXT = Context()

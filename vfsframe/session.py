@@ -7,9 +7,9 @@ encodes the answer in place. The same code serves /dev/fuse and virtio-fs.
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 OUT_HEADER_SIZE = abi.OUT_HEADER.size
 MAX_ERRNO = 511  # fuse_dev_do_write refuses out.error <= -512
+Handler = Callable[[Call], Any]
+# Opcodes a backend may block on indefinitely; only these are tracked for INTERRUPT.
+INTERRUPTIBLE = frozenset({Opcode.SETLKW})
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ class FuseSession:
         self.flags = 0
         self.max_write = self.options.max_write
         self._init_lock = threading.Lock()
+        # Requests that may block, by unique, so INTERRUPT can reach them.
+        self._inflight: dict[int, threading.Event] = {}
+        self._inflight_lock = threading.Lock()
+        self._early_interrupts: collections.deque[int] = collections.deque(maxlen=64)
         self.destroyed = threading.Event()
 
     @property
@@ -120,7 +127,10 @@ class FuseSession:
                 raise OSError(errno.ENOSYS, f"opcode {opcode}")
             if not self.initialized and opcode != Opcode.INIT:
                 raise OSError(errno.EIO, "request before INIT")
-            result = handler(call)
+            if opcode in INTERRUPTIBLE:
+                result = self._interruptible(call, handler)
+            else:
+                result = handler(call)
         except OSError as exc:
             return self._error(reply, unique, exc.errno or errno.EIO)
         except ProtocolError as exc:
@@ -140,6 +150,29 @@ class FuseSession:
         if result is None:
             return 0
         return self._reply(reply, unique, result)
+
+    def _interruptible(self, call: Call, handler: Handler) -> Any:
+        """Run a request that may block, so that an INTERRUPT for it can end the wait."""
+        event = threading.Event()
+        call.ctx.interrupt = event
+        with self._inflight_lock:
+            self._inflight[call.unique] = event
+            if call.unique in self._early_interrupts:  # the INTERRUPT overtook its request
+                event.set()
+        try:
+            return handler(call)
+        finally:
+            with self._inflight_lock:
+                del self._inflight[call.unique]
+
+    def interrupt(self, unique: int) -> None:
+        """The kernel interrupted request ``unique``: wake it if it is blocked."""
+        with self._inflight_lock:
+            event = self._inflight.get(unique)
+            if event is not None:
+                event.set()
+            else:
+                self._early_interrupts.append(unique)
 
     def reset(self) -> None:
         """Back to the state before INIT; release what the old connection held."""
@@ -202,7 +235,3 @@ def _opname(opcode: int) -> str:
         return Opcode(opcode).name
     except ValueError:
         return f"opcode {opcode}"
-
-
-Handler = Callable[[Call], Any]
-__all__ = ["CACHE_POLICIES", "CachePolicy", "FuseSession", "SessionOptions", "os"]

@@ -96,7 +96,10 @@ def destroy(call: Call) -> bytes:
 
 
 def interrupt(call: Call) -> None:
-    # Interrupts may be ignored: every request is answered when its backend call returns.
+    # Only blocking requests (SETLKW) are woken; every other request is answered when its
+    # backend call returns, which the protocol allows. INTERRUPT itself gets no reply.
+    (unique,) = call.unpack(abi.INTERRUPT_IN)
+    call.session.interrupt(unique)
     return None
 
 
