@@ -12,7 +12,8 @@ from vfsframe_plugins.memory import PLUGIN, MemoryBackend, MemoryConfig
 
 from tests.plugins.memfs_helpers import OTHER, ROOT, USER, MemFs, make_fs, raises_errno
 from vfsframe import ops
-from vfsframe.plugin import BuildContext, PluginRegistry
+from vfsframe.hookspecs import OPERATIONS
+from vfsframe.plugin import Backend, BuildContext, PluginRegistry
 
 # -- plugin and config -----------------------------------------------------------------
 
@@ -43,6 +44,15 @@ def test_config_parses_sizes_and_refuses_unknown_fields() -> None:
 
 def test_backend_declares_lock_capabilities() -> None:
     assert MemoryBackend.posix_locks and MemoryBackend.flock_locks
+
+
+def test_every_operation_is_implemented() -> None:
+    missing = [
+        op
+        for op in OPERATIONS
+        if getattr(MemoryBackend, f"vfs_{op}") is getattr(Backend, f"vfs_{op}")
+    ]
+    assert missing == []
 
 
 # -- root, lookup, names ---------------------------------------------------------------
