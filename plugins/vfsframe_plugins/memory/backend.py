@@ -21,11 +21,19 @@ from vfsframe import ops
 from vfsframe.plugin import Backend
 
 from .config import MemoryConfig
-from .content import CHUNK_SIZE, FileContent, as_bytes_view
+from .content import FileContent, as_bytes_view
+from .errors import fs_error
 from .handles import DirHandle, FileHandle
 from .inodes import Directory, Inode, RegularFile, SpecialNode, Symlink
 from .locks import RecordLocks
-from .permissions import in_group, is_owner, may_access, sticky_forbids
+from .permissions import (
+    apply_chmod,
+    apply_chown,
+    apply_times,
+    killed_privileges,
+    may_access,
+    sticky_forbids,
+)
 
 NAME_MAX = 255
 SYMLINK_MAX = 4095
@@ -39,29 +47,14 @@ FUSE_WRITE_KILL_SUIDGID = 1 << 2
 _SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 
 
-def _error(code: int, path: str | None = None) -> OSError:
-    if path is None:
-        return OSError(code, os.strerror(code))
-    return OSError(code, os.strerror(code), path)
-
-
 def _check_name(name: str) -> None:
     # A str character is at most 4 bytes encoded: skip the encode for short names.
     if len(name) > NAME_MAX // 4 and len(os.fsencode(name)) > NAME_MAX:
-        raise _error(errno.ENAMETOOLONG, name)
+        raise fs_error(errno.ENAMETOOLONG, name)
 
 
 def _components(path: str) -> list[str]:
     return [name for name in path.split("/") if name]
-
-
-def _killed_privileges(mode: int) -> int:
-    """``mode`` without setuid, and without setgid when group-executable (setgid without
-    group execute marks mandatory locking and is kept, as Linux does)."""
-    mode &= ~stat.S_ISUID
-    if mode & stat.S_IXGRP:
-        mode &= ~stat.S_ISGID
-    return mode
 
 
 def _total_bytes(data: Sequence[Any]) -> int:
@@ -102,11 +95,11 @@ class MemoryBackend(Backend):
             if not name:
                 continue
             if not isinstance(node, Directory):
-                raise _error(errno.ENOTDIR, path)
+                raise fs_error(errno.ENOTDIR, path)
             child = node.entries.get(name)
             if child is None:
                 _check_name(name)
-                raise _error(errno.ENOENT, path)
+                raise fs_error(errno.ENOENT, path)
             node = child
         return node
 
@@ -114,15 +107,15 @@ class MemoryBackend(Backend):
         """The directory that holds the last name of ``path``, and that name."""
         names = _components(path)
         if not names:
-            raise _error(root_errno, path)  # the operation names the root itself
+            raise fs_error(root_errno, path)  # the operation names the root itself
         name = names[-1]
         if name in (".", "..") or "\0" in name:
             # The session refuses these names; a backend must not create or remove them.
-            raise _error(errno.EINVAL, path)
+            raise fs_error(errno.EINVAL, path)
         _check_name(name)
         parent = self._lookup("/".join(names[:-1]))
         if not isinstance(parent, Directory):
-            raise _error(errno.ENOTDIR, path)
+            raise fs_error(errno.ENOTDIR, path)
         return parent, name
 
     def _node(self, path: str, fh: Any) -> Inode:
@@ -137,14 +130,14 @@ class MemoryBackend(Backend):
         reads partial pages through whichever handle the writer has."""
         node = self._node(path, fh)
         if not isinstance(node, RegularFile):
-            raise _error(errno.EISDIR if isinstance(node, Directory) else errno.EINVAL, path)
+            raise fs_error(errno.EISDIR if isinstance(node, Directory) else errno.EINVAL, path)
         if writing and isinstance(fh, FileHandle) and fh.flags & os.O_ACCMODE == os.O_RDONLY:
-            raise _error(errno.EBADF, path)
+            raise fs_error(errno.EBADF, path)
         return node
 
     def _new_ino(self) -> int:
         if self._inode_count >= self.config.max_inodes:
-            raise _error(errno.ENOSPC)
+            raise fs_error(errno.ENOSPC)
         ino = self._next_ino
         self._next_ino += 1
         return ino
@@ -182,11 +175,11 @@ class MemoryBackend(Backend):
     def _reserve(self, content: FileContent, offset: int, end: int) -> None:
         """ENOSPC unless storing ``[offset, end)`` fits in the capacity."""
         if end > MAX_FILE_SIZE:
-            raise _error(errno.EFBIG)
+            raise fs_error(errno.EFBIG)
         if self._used + (end - offset) <= self._capacity:
             return  # even a fully new range fits: skip the exact count
         if self._used + content.growth(offset, end) > self._capacity:
-            raise _error(errno.ENOSPC)
+            raise fs_error(errno.ENOSPC)
 
     # -- attributes ----------------------------------------------------------------------
 
@@ -199,54 +192,25 @@ class MemoryBackend(Backend):
             node = self._node(req.path, req.fh)
             now = time.time_ns()
             if req.uid is not None or req.gid is not None:
-                self._chown(node, req)
+                apply_chown(node, req)
             if req.mode is not None:
-                self._chmod(node, req)
+                apply_chmod(node, req)
             if req.size is not None:
                 self._truncate(node, req.size, now)
             if req.atime_ns is not None or req.mtime_ns is not None:
-                self._set_times(node, req, now)
+                apply_times(node, req, now)
             if req.kill_suid and not isinstance(node, Directory):
-                node.mode = _killed_privileges(node.mode)
+                node.mode = killed_privileges(node.mode)
             node.ctime_ns = now if req.ctime_ns is None else req.ctime_ns
             return node.attr()
 
-    def _chown(self, node: Inode, req: ops.SetattrRequest) -> None:
-        ctx = req.ctx
-        if ctx.uid != 0:
-            owner = ctx.uid == node.uid
-            if req.uid is not None and not (owner and req.uid == node.uid):
-                raise _error(errno.EPERM, req.path)
-            if req.gid is not None and not (owner and req.gid in (node.gid, ctx.gid)):
-                raise _error(errno.EPERM, req.path)
-        if not isinstance(node, Directory):
-            # chown drops setuid for every caller (Linux since 2.2.13); setgid when the
-            # file is group-executable or the caller is outside the file's group.
-            mode = node.mode & ~stat.S_ISUID
-            if mode & stat.S_IXGRP or (ctx.uid != 0 and not in_group(ctx, node.gid)):
-                mode &= ~stat.S_ISGID
-            node.mode = mode
-        if req.uid is not None:
-            node.uid = req.uid
-        if req.gid is not None:
-            node.gid = req.gid
-
-    def _chmod(self, node: Inode, req: ops.SetattrRequest) -> None:
-        assert req.mode is not None
-        if not is_owner(node, req.ctx):
-            raise _error(errno.EPERM, req.path)
-        perms = req.mode & 0o7777
-        if req.ctx.uid != 0 and not in_group(req.ctx, node.gid):
-            perms &= ~stat.S_ISGID
-        node.mode = stat.S_IFMT(node.mode) | perms
-
     def _truncate(self, node: Inode, size: int, now: int) -> None:
         if not isinstance(node, RegularFile):
-            raise _error(errno.EISDIR if isinstance(node, Directory) else errno.EINVAL)
+            raise fs_error(errno.EISDIR if isinstance(node, Directory) else errno.EINVAL)
         if size < 0:
-            raise _error(errno.EINVAL)
+            raise fs_error(errno.EINVAL)
         if size > MAX_FILE_SIZE:
-            raise _error(errno.EFBIG)
+            raise fs_error(errno.EFBIG)
         content = node.content
         if size != content.size:
             before = content.allocated
@@ -254,24 +218,11 @@ class MemoryBackend(Backend):
             self._used += content.allocated - before
             node.touch_modified(now)
 
-    def _set_times(self, node: Inode, req: ops.SetattrRequest, now: int) -> None:
-        explicit = any(t not in (None, ops.UTIME_NOW) for t in (req.atime_ns, req.mtime_ns))
-        if not is_owner(node, req.ctx):
-            # utimensat(2): setting explicit times needs ownership; "now" needs write access.
-            if explicit:
-                raise _error(errno.EPERM, req.path)
-            if not may_access(node, req.ctx, os.W_OK):
-                raise _error(errno.EACCES, req.path)
-        if req.atime_ns is not None:
-            node.atime_ns = now if req.atime_ns == ops.UTIME_NOW else req.atime_ns
-        if req.mtime_ns is not None:
-            node.mtime_ns = now if req.mtime_ns == ops.UTIME_NOW else req.mtime_ns
-
     def vfs_access(self, req: ops.AccessRequest) -> None:
         with self._lock:
             node = self._lookup(req.path)
             if req.mask != os.F_OK and not may_access(node, req.ctx, req.mask):
-                raise _error(errno.EACCES, req.path)
+                raise fs_error(errno.EACCES, req.path)
 
     # -- names ---------------------------------------------------------------------------
 
@@ -279,19 +230,19 @@ class MemoryBackend(Backend):
         with self._lock:
             node = self._lookup(req.path)
             if not isinstance(node, Symlink):
-                raise _error(errno.EINVAL, req.path)
+                raise fs_error(errno.EINVAL, req.path)
             node.touch_atime(time.time_ns())
             return node.target
 
     def vfs_symlink(self, req: ops.SymlinkRequest) -> ops.Attr:
         if not req.target:
-            raise _error(errno.ENOENT, req.path)
+            raise fs_error(errno.ENOENT, req.path)
         if len(os.fsencode(req.target)) > SYMLINK_MAX:
-            raise _error(errno.ENAMETOOLONG, req.path)
+            raise fs_error(errno.ENAMETOOLONG, req.path)
         with self._lock:
             parent, name = self._parent(req.path, errno.EEXIST)
             if name in parent.entries:
-                raise _error(errno.EEXIST, req.path)
+                raise fs_error(errno.EEXIST, req.path)
             uid, gid = self._owner_of_new(parent, req.ctx)
             now = time.time_ns()
             node = Symlink(self._new_ino(), uid, gid, now, req.target)
@@ -301,13 +252,13 @@ class MemoryBackend(Backend):
     def vfs_mknod(self, req: ops.MknodRequest) -> ops.Attr:
         kind = stat.S_IFMT(req.mode) or stat.S_IFREG
         if kind == stat.S_IFDIR:
-            raise _error(errno.EPERM, req.path)
+            raise fs_error(errno.EPERM, req.path)
         if kind != stat.S_IFREG and kind not in _SPECIAL_TYPES:
-            raise _error(errno.EINVAL, req.path)
+            raise fs_error(errno.EINVAL, req.path)
         with self._lock:
             parent, name = self._parent(req.path, errno.EEXIST)
             if name in parent.entries:
-                raise _error(errno.EEXIST, req.path)
+                raise fs_error(errno.EEXIST, req.path)
             node = self._new_node(parent, req.ctx, kind | (req.mode & 0o7777), req.rdev)
             self._attach(parent, name, node, node.ctime_ns)
             return node.attr()
@@ -328,7 +279,7 @@ class MemoryBackend(Backend):
         with self._lock:
             parent, name = self._parent(req.path, errno.EEXIST)
             if name in parent.entries:
-                raise _error(errno.EEXIST, req.path)
+                raise fs_error(errno.EEXIST, req.path)
             node = self._new_node(parent, req.ctx, stat.S_IFDIR | (req.mode & 0o7777))
             self._attach(parent, name, node, node.ctime_ns)
             parent.nlink += 1  # the new directory's ".."
@@ -339,11 +290,11 @@ class MemoryBackend(Backend):
             parent, name = self._parent(req.path)
             node = parent.entries.get(name)
             if node is None:
-                raise _error(errno.ENOENT, req.path)
+                raise fs_error(errno.ENOENT, req.path)
             if isinstance(node, Directory):
-                raise _error(errno.EISDIR, req.path)
+                raise fs_error(errno.EISDIR, req.path)
             if sticky_forbids(parent, node, req.ctx):
-                raise _error(errno.EPERM, req.path)
+                raise fs_error(errno.EPERM, req.path)
             del parent.entries[name]
             now = time.time_ns()
             parent.touch_modified(now)
@@ -356,13 +307,13 @@ class MemoryBackend(Backend):
             parent, name = self._parent(req.path)
             node = parent.entries.get(name)
             if node is None:
-                raise _error(errno.ENOENT, req.path)
+                raise fs_error(errno.ENOENT, req.path)
             if not isinstance(node, Directory):
-                raise _error(errno.ENOTDIR, req.path)
+                raise fs_error(errno.ENOTDIR, req.path)
             if node.entries:
-                raise _error(errno.ENOTEMPTY, req.path)
+                raise fs_error(errno.ENOTEMPTY, req.path)
             if sticky_forbids(parent, node, req.ctx):
-                raise _error(errno.EPERM, req.path)
+                raise fs_error(errno.EPERM, req.path)
             del parent.entries[name]
             now = time.time_ns()
             parent.touch_modified(now)
@@ -375,10 +326,10 @@ class MemoryBackend(Backend):
         with self._lock:
             node = self._lookup(req.old)
             if isinstance(node, Directory):
-                raise _error(errno.EPERM, req.old)
+                raise fs_error(errno.EPERM, req.old)
             parent, name = self._parent(req.new, errno.EEXIST)
             if name in parent.entries:
-                raise _error(errno.EEXIST, req.new)
+                raise fs_error(errno.EEXIST, req.new)
             now = time.time_ns()
             parent.entries[name] = node
             parent.touch_modified(now)
@@ -390,26 +341,26 @@ class MemoryBackend(Backend):
         flags = req.flags
         both = ops.RENAME_NOREPLACE | ops.RENAME_EXCHANGE
         if flags & ~both or flags == both:
-            raise _error(errno.EINVAL, req.old)  # RENAME_WHITEOUT is not supported
+            raise fs_error(errno.EINVAL, req.old)  # RENAME_WHITEOUT is not supported
         with self._lock:
             old_parent, old_name = self._parent(req.old)
             new_parent, new_name = self._parent(req.new)
             node = old_parent.entries.get(old_name)
             if node is None:
-                raise _error(errno.ENOENT, req.old)
+                raise fs_error(errno.ENOENT, req.old)
             target = new_parent.entries.get(new_name)
             if flags & ops.RENAME_NOREPLACE and target is not None:
-                raise _error(errno.EEXIST, req.new)
+                raise fs_error(errno.EEXIST, req.new)
             if flags & ops.RENAME_EXCHANGE and target is None:
-                raise _error(errno.ENOENT, req.new)
+                raise fs_error(errno.ENOENT, req.new)
             old_path = "/" + "/".join(_components(req.old))
             new_path = "/" + "/".join(_components(req.new))
             if isinstance(node, Directory) and new_path.startswith(old_path + "/"):
-                raise _error(errno.EINVAL, req.new)  # into its own subtree
+                raise fs_error(errno.EINVAL, req.new)  # into its own subtree
             if isinstance(target, Directory) and old_path.startswith(new_path + "/"):
                 # The target is an ancestor of the source, so it cannot be empty.
                 code = errno.EINVAL if flags & ops.RENAME_EXCHANGE else errno.ENOTEMPTY
-                raise _error(code, req.new)
+                raise fs_error(code, req.new)
             if target is node:
                 return  # two names of one inode (or the same name): nothing to do
             if target is not None and not flags & ops.RENAME_EXCHANGE:
@@ -417,7 +368,7 @@ class MemoryBackend(Backend):
             if sticky_forbids(old_parent, node, req.ctx) or (
                 target is not None and sticky_forbids(new_parent, target, req.ctx)
             ):
-                raise _error(errno.EPERM, req.old)
+                raise fs_error(errno.EPERM, req.old)
             now = time.time_ns()
             if flags & ops.RENAME_EXCHANGE:
                 assert target is not None
@@ -437,11 +388,11 @@ class MemoryBackend(Backend):
     def _check_replace(node: Inode, target: Inode, path: str) -> None:
         if isinstance(node, Directory):
             if not isinstance(target, Directory):
-                raise _error(errno.ENOTDIR, path)
+                raise fs_error(errno.ENOTDIR, path)
             if target.entries:
-                raise _error(errno.ENOTEMPTY, path)
+                raise fs_error(errno.ENOTEMPTY, path)
         elif isinstance(target, Directory):
-            raise _error(errno.EISDIR, path)
+            raise fs_error(errno.EISDIR, path)
 
     @staticmethod
     def _moved(node: Inode, source: Directory, destination: Directory, now: int) -> None:
@@ -469,11 +420,11 @@ class MemoryBackend(Backend):
     def _open(self, node: Inode, flags: int, path: str) -> FileHandle:
         if isinstance(node, Directory):
             if flags & os.O_ACCMODE != os.O_RDONLY:
-                raise _error(errno.EISDIR, path)
+                raise fs_error(errno.EISDIR, path)
         elif isinstance(node, Symlink):
-            raise _error(errno.ELOOP, path)
+            raise fs_error(errno.ELOOP, path)
         elif flags & os.O_DIRECTORY:
-            raise _error(errno.ENOTDIR, path)
+            raise fs_error(errno.ENOTDIR, path)
         if (
             isinstance(node, RegularFile)
             and flags & os.O_TRUNC
@@ -493,9 +444,9 @@ class MemoryBackend(Backend):
             node = parent.entries.get(name)
             if node is not None:
                 if req.flags & os.O_EXCL:
-                    raise _error(errno.EEXIST, req.path)
+                    raise fs_error(errno.EEXIST, req.path)
                 if isinstance(node, Directory):
-                    raise _error(errno.EISDIR, req.path)
+                    raise fs_error(errno.EISDIR, req.path)
                 return self._open(node, req.flags, req.path), node.attr()
             mode = stat.S_IFREG | (req.mode & 0o7777)
             node = self._new_node(parent, req.ctx, mode)
@@ -505,7 +456,7 @@ class MemoryBackend(Backend):
 
     def vfs_read(self, req: ops.ReadRequest) -> bytearray | int:
         if req.offset < 0:
-            raise _error(errno.EINVAL, req.path)
+            raise fs_error(errno.EINVAL, req.path)
         with self._lock:
             node = self._file(req.path, req.fh)
             if req.buffers:
@@ -517,7 +468,7 @@ class MemoryBackend(Backend):
 
     def vfs_write(self, req: ops.WriteRequest) -> int:
         if req.offset < 0:
-            raise _error(errno.EINVAL, req.path)
+            raise fs_error(errno.EINVAL, req.path)
         fh = req.fh
         with self._lock:
             node = self._file(req.path, fh, writing=True)
@@ -539,7 +490,7 @@ class MemoryBackend(Backend):
             if node.mode & (stat.S_ISUID | stat.S_ISGID) and (
                 req.ctx.uid != 0 or req.write_flags & FUSE_WRITE_KILL_SUIDGID
             ):
-                node.mode = _killed_privileges(node.mode)
+                node.mode = killed_privileges(node.mode)
             return length
 
     def vfs_flush(self, req: ops.FlushRequest) -> None:
@@ -578,11 +529,11 @@ class MemoryBackend(Backend):
     def vfs_fallocate(self, req: ops.FallocateRequest) -> None:
         mode = req.mode
         if req.offset < 0 or req.length <= 0:
-            raise _error(errno.EINVAL, req.path)
+            raise fs_error(errno.EINVAL, req.path)
         if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
-            raise _error(errno.EOPNOTSUPP, req.path)
+            raise fs_error(errno.EOPNOTSUPP, req.path)
         if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
-            raise _error(errno.EOPNOTSUPP, req.path)
+            raise fs_error(errno.EOPNOTSUPP, req.path)
         end = req.offset + req.length
         with self._lock:
             node = self._file(req.path, req.fh, writing=True)
@@ -595,7 +546,7 @@ class MemoryBackend(Backend):
                 node.touch_modified(now)
                 return
             if req.length - content.allocated > self._capacity - self._used:
-                raise _error(errno.ENOSPC, req.path)  # cannot fit even if all is new
+                raise fs_error(errno.ENOSPC, req.path)  # cannot fit even if all is new
             self._reserve(content, req.offset, end)
             content.allocate(req.offset, req.length)
             self._used += content.allocated - before
@@ -610,65 +561,41 @@ class MemoryBackend(Backend):
             node = self._file(req.path, req.fh)
             content = node.content
             if req.offset < 0:
-                raise _error(errno.ENXIO, req.path)
+                raise fs_error(errno.ENXIO, req.path)
             if req.whence == os.SEEK_DATA:
                 found = content.next_data(req.offset)
             elif req.whence == os.SEEK_HOLE:
                 found = content.next_hole(req.offset)
             else:
-                raise _error(errno.EINVAL, req.path)
+                raise fs_error(errno.EINVAL, req.path)
             if found is None:
-                raise _error(errno.ENXIO, req.path)
+                raise fs_error(errno.ENXIO, req.path)
             return found
 
     def vfs_copy_file_range(self, req: ops.CopyFileRangeRequest) -> int:
         if req.flags:
-            raise _error(errno.EINVAL, req.path_in)
+            raise fs_error(errno.EINVAL, req.path_in)
         if req.offset_in < 0 or req.offset_out < 0:
-            raise _error(errno.EINVAL, req.path_in)
+            raise fs_error(errno.EINVAL, req.path_in)
         with self._lock:
             source = self._file(req.path_in, req.fh_in)
             sink = self._file(req.path_out, req.fh_out, writing=True)
             if isinstance(req.fh_out, FileHandle) and req.fh_out.flags & os.O_APPEND:
-                raise _error(errno.EBADF, req.path_out)
+                raise fs_error(errno.EBADF, req.path_out)
             length = max(0, min(req.length, source.content.size - req.offset_in))
             if length == 0:
                 return 0
             same = source is sink
             if same and abs(req.offset_in - req.offset_out) < length:
-                raise _error(errno.EINVAL, req.path_out)  # overlapping ranges of one file
+                raise fs_error(errno.EINVAL, req.path_out)  # overlapping ranges of one file
             self._reserve(sink.content, req.offset_out, req.offset_out + length)
             before = sink.content.allocated
-            self._copy(source.content, req.offset_in, sink.content, req.offset_out, length, same)
+            sink.content.copy_from(source.content, req.offset_in, req.offset_out, length)
             self._used += sink.content.allocated - before
             now = time.time_ns()
             sink.touch_modified(now)
             source.touch_atime(now)
             return length
-
-    @staticmethod
-    def _copy(
-        source: FileContent, offset: int, sink: FileContent, out: int, length: int, same: bool
-    ) -> None:
-        """Copy chunk by chunk; holes in the source stay (or become) holes in the sink."""
-        end = out + length
-        while length:
-            index, within = divmod(offset, CHUNK_SIZE)
-            step = min(CHUNK_SIZE - within, length)
-            chunk = source.chunks.get(index)
-            have = 0 if chunk is None else max(0, min(len(chunk) - within, step))
-            if have:
-                piece = memoryview(chunk)[within : within + have]
-                # Within one file the piece may view the very chunk being resized: copy it.
-                sink.write(out, (memoryview(bytes(piece)) if same else piece,))
-                piece.release()
-            if have < step:
-                sink.zero(out + have, step - have)
-            offset += step
-            out += step
-            length -= step
-        if end > sink.size:
-            sink.size = end
 
     # -- directories ---------------------------------------------------------------------
 
@@ -676,7 +603,7 @@ class MemoryBackend(Backend):
         with self._lock:
             node = self._lookup(req.path)
             if not isinstance(node, Directory):
-                raise _error(errno.ENOTDIR, req.path)
+                raise fs_error(errno.ENOTDIR, req.path)
             node.open_count += 1
             return DirHandle(node)
 
@@ -684,7 +611,7 @@ class MemoryBackend(Backend):
         with self._lock:
             node = self._node(req.path, req.fh)
             if not isinstance(node, Directory):
-                raise _error(errno.ENOTDIR, req.path)
+                raise fs_error(errno.ENOTDIR, req.path)
             node.touch_atime(time.time_ns())
             return [
                 ops.DirEntry(name, child.ino, child.mode, child.attr())
@@ -710,23 +637,23 @@ class MemoryBackend(Backend):
     @staticmethod
     def _check_xattr_name(name: str) -> None:
         if not name or len(os.fsencode(name)) > XATTR_NAME_MAX:
-            raise _error(errno.ERANGE, name)
+            raise fs_error(errno.ERANGE, name)
 
     def vfs_setxattr(self, req: ops.SetxattrRequest) -> None:
         self._check_xattr_name(req.name)
         if len(req.value) > XATTR_SIZE_MAX:
-            raise _error(errno.E2BIG, req.name)
+            raise fs_error(errno.E2BIG, req.name)
         if req.flags & ~(os.XATTR_CREATE | os.XATTR_REPLACE):
-            raise _error(errno.EINVAL, req.name)
+            raise fs_error(errno.EINVAL, req.name)
         with self._lock:
             node = self._lookup(req.path)
             if req.name.startswith("user.") and not isinstance(node, RegularFile | Directory):
-                raise _error(errno.EPERM, req.path)  # as Linux: user.* only on files and dirs
+                raise fs_error(errno.EPERM, req.path)  # as Linux: user.* only on files and dirs
             present = req.name in node.xattrs
             if present and req.flags & os.XATTR_CREATE:
-                raise _error(errno.EEXIST, req.name)
+                raise fs_error(errno.EEXIST, req.name)
             if not present and req.flags & os.XATTR_REPLACE:
-                raise _error(errno.ENODATA, req.name)
+                raise fs_error(errno.ENODATA, req.name)
             node.xattrs[req.name] = bytes(req.value)
             node.ctime_ns = time.time_ns()
 
@@ -735,7 +662,7 @@ class MemoryBackend(Backend):
         with self._lock:
             value = self._lookup(req.path).xattrs.get(req.name)
             if value is None:
-                raise _error(errno.ENODATA, req.name)
+                raise fs_error(errno.ENODATA, req.name)
             return value
 
     def vfs_listxattr(self, req: ops.ListxattrRequest) -> list[str]:
@@ -747,7 +674,7 @@ class MemoryBackend(Backend):
         with self._lock:
             node = self._lookup(req.path)
             if node.xattrs.pop(req.name, None) is None:
-                raise _error(errno.ENODATA, req.name)
+                raise fs_error(errno.ENODATA, req.name)
             node.ctime_ns = time.time_ns()
 
     # -- locks ---------------------------------------------------------------------------
@@ -755,14 +682,14 @@ class MemoryBackend(Backend):
     @staticmethod
     def _check_lock(lock: ops.Lock) -> None:
         if lock.type not in (fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK):
-            raise _error(errno.EINVAL)
+            raise fs_error(errno.EINVAL)
         if lock.start < 0 or lock.end < lock.start:
-            raise _error(errno.EINVAL)
+            raise fs_error(errno.EINVAL)
 
     def vfs_getlk(self, req: ops.GetlkRequest) -> ops.Lock:
         self._check_lock(req.lock)
         if req.lock.type == fcntl.F_UNLCK:
-            raise _error(errno.EINVAL, req.path)  # as fcntl(F_GETLK) does
+            raise fs_error(errno.EINVAL, req.path)  # as fcntl(F_GETLK) does
         with self._lock:
             table = self._node(req.path, req.fh).posix_locks
             found = None if table is None else table.conflict(req.owner, req.lock)
@@ -779,11 +706,11 @@ class MemoryBackend(Backend):
             if lock.type != fcntl.F_UNLCK:
                 while (blocker := table.conflict(req.owner, lock)) is not None:
                     if not req.wait:
-                        raise _error(errno.EAGAIN, req.path)
+                        raise fs_error(errno.EAGAIN, req.path)
                     if self._closed:
-                        raise _error(errno.EINTR, req.path)
+                        raise fs_error(errno.EINTR, req.path)
                     if not req.flock and self._would_deadlock(req.owner, blocker.owner):
-                        raise _error(errno.EDEADLK, req.path)
+                        raise fs_error(errno.EDEADLK, req.path)
                     self._waits_for[req.owner] = blocker.owner
                     try:
                         self._lock_changed.wait()  # releases the tree lock meanwhile

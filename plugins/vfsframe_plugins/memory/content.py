@@ -186,6 +186,32 @@ class FileContent:
                     del chunk[size - start :]
         self.size = size
 
+    def copy_from(self, source: FileContent, offset: int, out: int, length: int) -> None:
+        """Copy ``source``'s ``[offset, offset + length)`` to ``out`` chunk by chunk; holes in
+        the source stay (or become) holes here. The ranges must not overlap if ``source`` is
+        this file."""
+        end = out + length
+        while length:
+            index, within = divmod(offset, CHUNK_SIZE)
+            step = min(CHUNK_SIZE - within, length)
+            chunk = source.chunks.get(index)
+            have = 0 if chunk is None else max(0, min(len(chunk) - within, step))
+            if have:
+                assert chunk is not None
+                if source is self:
+                    # The chunk may be the one written to: copy the piece out (a slice is a copy).
+                    self.write(out, (memoryview(chunk[within : within + have]),))
+                else:
+                    with memoryview(chunk) as whole:
+                        self.write(out, (whole[within : within + have],))
+            if have < step:
+                self.zero(out + have, step - have)
+            offset += step
+            out += step
+            length -= step
+        if end > self.size:
+            self.size = end
+
     # -- layout -----------------------------------------------------------------------
 
     def _present(self, offset: int, end: int) -> list[int]:
