@@ -399,6 +399,13 @@ def test_copy_file_range_within_one_file(fs: MemFs) -> None:
         _copy(fs, ("/f", fh, 0), ("/f", fh, 3 * C), 10, flags=1)
 
 
+def test_copy_file_range_within_one_chunk_that_grows(fs: MemFs) -> None:
+    fh, _ = fs.create("/f")
+    fs.write("/f", fh, 0, b"abcdefghij")
+    assert _copy(fs, ("/f", fh, 0), ("/f", fh, 200), 10) == 10
+    assert fs.read("/f", fh, 0, 210) == b"abcdefghij" + bytes(190) + b"abcdefghij"
+
+
 def test_copy_file_range_respects_capacity() -> None:
     fs = make_fs(MemoryConfig(capacity=3 * C))
     src, _ = fs.create("/src")
