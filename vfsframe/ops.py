@@ -230,6 +230,8 @@ class WriteRequest(Request):
     offset: int
     data: Sequence[memoryview]
     size: int
+    # The writer's open flags (fuse_write_in.flags): O_APPEND here means append. They are 0
+    # for page-cache writeback, which writes at ``offset`` through any handle.
     flags: int = 0
     write_flags: int = 0
 

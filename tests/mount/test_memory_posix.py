@@ -7,6 +7,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -412,3 +413,29 @@ def test_remount_keeps_backend_state(tmp_path: Path) -> None:
     with mounted(mountpoint, chain):
         assert (mountpoint / "kept").read_text() == "across mounts"
         assert (mountpoint / "dir").is_dir()
+
+
+def test_killed_lock_waiter_is_released(memory_mount: Path) -> None:
+    """SIGKILL of a process blocked in SETLKW: the kernel interrupts the request and the
+    waiter exits, while other requests keep being served."""
+    path = memory_mount / "lockfile"
+    path.write_text("x")
+    waiter_code = f"import fcntl; f = open({str(path)!r}, 'r+'); print('waiting', flush=True); fcntl.lockf(f, fcntl.LOCK_EX)"
+    with open(path, "r+") as holder:
+        fcntl.lockf(holder, fcntl.LOCK_EX)
+        waiters = [
+            subprocess.Popen([sys.executable, "-c", waiter_code], stdout=subprocess.PIPE, text=True)
+            for _ in range(6)  # more waiters than the transport starts workers with
+        ]
+        for waiter in waiters:
+            assert waiter.stdout is not None and waiter.stdout.readline().strip() == "waiting"
+        time.sleep(0.3)
+        assert all(waiter.poll() is None for waiter in waiters)  # really blocked
+        (memory_mount / "still-served").write_text("yes")  # the mount is not starved
+        for waiter in waiters:
+            waiter.kill()
+        for waiter in waiters:
+            assert waiter.wait(timeout=10) == -signal.SIGKILL
+        fcntl.lockf(holder, fcntl.LOCK_UN)
+    with open(path, "r+") as again:
+        fcntl.lockf(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it any more

@@ -22,8 +22,19 @@ def _open_out(call: Call, fh: int) -> bytes:
     return abi.OPEN_OUT.pack(fh, call.session.policy.open_flags, 0)
 
 
+def _backend_flags(call: Call, flags: int) -> int:
+    """With the writeback cache the kernel writes pages back at their own offsets and reads
+    partial pages through any handle: a backend must see neither O_APPEND nor O_WRONLY."""
+    if call.session.flags & abi.InitFlag.WRITEBACK_CACHE:
+        flags &= ~os.O_APPEND
+        if flags & os.O_ACCMODE == os.O_WRONLY:
+            flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
+    return flags
+
+
 def open_(call: Call) -> bytes:
     flags, _ = call.unpack(abi.OPEN_IN)
+    flags = _backend_flags(call, flags)
     node = call.node
     backend_fh = call.session.chain.open(ops.OpenRequest(call.ctx, call.path(node), flags))
     fh = call.session.handles.add(OpenFile(node, backend_fh, flags))
@@ -32,6 +43,7 @@ def open_(call: Call) -> bytes:
 
 def create(call: Call) -> bytes:
     flags, mode, umask, _ = call.unpack(abi.CREATE_IN)
+    flags = _backend_flags(call, flags)
     name = call.name(abi.CREATE_IN.size)
     call.ctx.umask = umask
     parent = call.node

@@ -47,7 +47,8 @@ class MountOptions:
     debug: bool = False
     fsname: str = "vfsframe"
     subtype: str = "vfsframe"
-    workers: int = 8
+    workers: int = 4  # started at mount; more are added while all are busy
+    max_workers: int = 64
     # Options passed to the kernel untouched (e.g. max_read=...).
     extra: list[str] = field(default_factory=list)
 
@@ -64,10 +65,10 @@ class MountOptions:
                 options.ro = False
             elif key in ("fsname", "subtype"):
                 setattr(options, key, value)
-            elif key == "workers":
-                options.workers = int(value)
-                if options.workers < 1:
-                    raise ValueError("workers must be at least 1")
+            elif key in ("workers", "max_workers"):
+                setattr(options, key, int(value))
+                if int(value) < 1:
+                    raise ValueError(f"{key} must be at least 1")
             elif key in ("max_read", "blksize"):
                 options.extra.append(item)
             else:
@@ -100,6 +101,8 @@ class DevFuseMount:
         self.fd = -1
         self._via_fusermount = False
         self._threads: list[threading.Thread] = []
+        self._pool_lock = threading.Lock()
+        self._idle = 0
         self._unmounted = threading.Event()
         self.connection: int | None = None
         self._readahead_pending = True
@@ -195,10 +198,30 @@ class DevFuseMount:
 
     def start(self) -> None:
         """Serve requests on worker threads until the filesystem is unmounted."""
-        for index in range(self.options.workers):
-            thread = threading.Thread(target=self._worker, name=f"fuse-worker-{index}", daemon=True)
-            thread.start()
+        for _ in range(self.options.workers):
+            self._add_worker()
+
+    def _add_worker(self) -> None:
+        with self._pool_lock:
+            thread = threading.Thread(
+                target=self._worker, name=f"fuse-worker-{len(self._threads)}", daemon=True
+            )
             self._threads.append(thread)
+            self._idle += 1
+        thread.start()
+
+    def _took_request(self) -> None:
+        """A worker is busy now; keep one idle worker reading, so a request that blocks
+        (SETLKW) can never starve the one that would release it."""
+        with self._pool_lock:
+            self._idle -= 1
+            grow = self._idle == 0 and len(self._threads) < self.options.max_workers
+        if grow:
+            self._add_worker()
+
+    def _finished_request(self) -> None:
+        with self._pool_lock:
+            self._idle += 1
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the kernel to end the connection (unmount); True once it has."""
@@ -219,23 +242,27 @@ class DevFuseMount:
                 if exc.errno not in (errno.ENODEV, errno.EBADF):
                     log.error("reading /dev/fuse failed: %s", exc)
                 break
+            self._took_request()
             if debug:
                 _log_request(request_view)
             length = self.session.handle([request_view[:size]], reply_list)
-            if not length:
-                continue
-            if debug:
-                _log_reply(reply_view)
-            try:
-                os.write(self.fd, reply_view[:length])
-            except OSError as exc:
-                # ENOENT: the kernel gave up on the request (interrupted); nothing to do.
-                if exc.errno != errno.ENOENT:
-                    log.warning("writing a reply to /dev/fuse failed: %s", exc)
+            if length:
+                if debug:
+                    _log_reply(reply_view)
+                self._write_reply(reply_view[:length])
+            self._finished_request()
             if self._readahead_pending and self.session.initialized:
                 self._readahead_pending = False
                 self._raise_readahead()
         self._unmounted.set()
+
+    def _write_reply(self, reply: memoryview) -> None:
+        try:
+            os.write(self.fd, reply)
+        except OSError as exc:
+            # ENOENT: the kernel gave up on the request (interrupted); nothing to do.
+            if exc.errno != errno.ENOENT:
+                log.warning("writing a reply to /dev/fuse failed: %s", exc)
 
     # -- unmounting ------------------------------------------------------------------------
 

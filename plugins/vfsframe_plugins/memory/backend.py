@@ -61,6 +61,10 @@ def _total_bytes(data: Sequence[Any]) -> int:
     return sum(v.nbytes if type(v) is memoryview else as_bytes_view(v).nbytes for v in data)
 
 
+# How often a blocked SETLKW looks whether its caller was interrupted (seconds).
+LOCK_WAIT_POLL = 0.2
+
+
 class MemoryBackend(Backend):
     """A complete POSIX filesystem in RAM (see docs/backends/memory.md)."""
 
@@ -713,9 +717,11 @@ class MemoryBackend(Backend):
                         raise fs_error(errno.EDEADLK, req.path)
                     self._waits_for[req.owner] = blocker.owner
                     try:
-                        self._lock_changed.wait()  # releases the tree lock meanwhile
+                        # Wakes on every lock change; the timeout notices an INTERRUPT.
+                        self._lock_changed.wait(LOCK_WAIT_POLL)  # releases the tree lock
                     finally:
                         self._waits_for.pop(req.owner, None)
+                    req.ctx.check_interrupted()
                 if isinstance(req.fh, FileHandle):
                     owners = req.fh.flock_owners if req.flock else req.fh.posix_owners
                     owners.add(req.owner)
