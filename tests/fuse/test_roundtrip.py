@@ -1130,3 +1130,23 @@ def test_backend_errno_out_of_range_is_eio(flaky: FakeKernel, code: int | None) 
     with fails(errno.EIO):
         flaky.statfs()
     assert flaky.getattr(ROOT)["attr"]["ino"] == 1
+
+
+def test_releasedir_of_a_file_handle_changes_nothing(kernel: FakeKernel) -> None:
+    entry, opened = kernel.create(ROOT, "f")
+    nodeid, fh = entry["nodeid"], opened["fh"]
+    with fails(errno.EBADF):
+        kernel.releasedir(nodeid, fh)
+    assert kernel.write(nodeid, fh, 0, b"ok") == 2  # still open
+    kernel.release(nodeid, fh)
+    assert len(kernel.session.handles) == 0
+
+
+def test_release_of_a_directory_handle_changes_nothing(kernel: FakeKernel) -> None:
+    kernel.write_file(ROOT, "f", b"")
+    dir_fh = kernel.opendir(ROOT)["fh"]
+    with fails(errno.EBADF):
+        kernel.release(ROOT, dir_fh)
+    assert [e["name"] for e in kernel.readdir(ROOT, dir_fh)] == [b".", b"..", b"f"]  # still open
+    kernel.releasedir(ROOT, dir_fh)
+    assert len(kernel.session.handles) == 0

@@ -125,9 +125,8 @@ def _append_dirent(
 
 def releasedir(call: Call) -> bytes:
     fh, *_ = call.unpack(abi.RELEASE_IN)
-    handle = call.session.handles.pop(fh)
-    if not isinstance(handle, OpenDirectory):
-        raise OSError(errno.EBADF, f"no open directory {fh}")
+    handle = call.session.handles.directory(fh)  # EBADF, and an open file stays open
+    call.session.handles.pop(fh)
     try:
         path = call.path(handle.node)
     except OSError:

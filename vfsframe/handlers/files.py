@@ -108,9 +108,8 @@ def flush(call: Call) -> bytes:
 
 def release(call: Call) -> bytes:
     fh, flags, release_flags, owner = call.unpack(abi.RELEASE_IN)
-    handle = call.session.handles.pop(fh)
-    if not isinstance(handle, OpenFile):
-        raise OSError(errno.EBADF, f"no open file {fh}")
+    handle = call.session.handles.file(fh)  # EBADF, and an open directory stays open
+    call.session.handles.pop(fh)
     path = call.handle_path(handle.node)
     if release_flags & abi.RELEASE_FLOCK_UNLOCK:
         unlock = ops.Lock(0, (1 << 63) - 1, 2, call.ctx.pid)  # F_UNLCK
