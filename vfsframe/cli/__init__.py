@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Subcommand modules, in the order `vfsframe --help` lists them.
-COMMANDS = ("mount", "serve", "qemu_args", "check", "schema", "plugins")
+COMMANDS = ("mount", "serve", "qemu_args", "check", "schema", "plugins", "stats")
 
 EXIT_CONFIG_ERROR = 2
 

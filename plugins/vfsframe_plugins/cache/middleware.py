@@ -1,0 +1,421 @@
+"""The `cache` middleware: attributes, listings and data blocks of a slow backend.
+
+Where it sits. Whatever its place in the config, the cache keeps what the *backend* answered:
+its wrappers are ``trylast`` (innermost of all wrappers) and a hit is answered by a
+``tryfirst`` plain implementation, which pluggy runs instead of the backend. Every other
+middleware therefore wraps hits exactly as it wraps misses: an acl listed after the cache
+still checks every request, an idmap still maps cached attributes once, a log still logs
+hits. The innermost wrapper decides hit or miss and hands the answer to the tryfirst
+implementation through a thread-local (the two run back to back on one thread).
+
+Correctness. Every operation that may change the share invalidates what it may have made
+stale, after the backend answered (and also when it failed, as a failure may be partial). A
+fill that raced with any invalidation is discarded: fills remember an epoch counter that
+every invalidation bumps. File data is keyed by inode number, so a write through one name
+(or handle) is seen through every other name and open handle.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Generator
+from typing import Any
+
+from vfsframe import ops
+from vfsframe.hookspecs import hookimpl
+from vfsframe.plugin import Middleware
+from vfsframe_plugins._opclasses import (
+    MUTATING,
+    child_of,
+    install_wrappers,
+    parent_of,
+)
+
+from .blocks import BlockCache
+from .config import CacheConfig
+
+Listing = tuple[tuple[str, int, int], ...]  # (name, ino, mode) per entry; attrs live apart
+
+
+class CacheMiddleware(Middleware):
+    def __init__(self, config: CacheConfig) -> None:
+        self.config = config
+        self.attr_ttl = config.attr_ttl
+        self.dir_ttl = config.dir_ttl
+        self.data_ttl = config.data_ttl
+        self.max_entries = config.max_entries
+        self.max_listings = max(1, config.max_entries // 10)
+        self.block_size = int(config.block_size)
+        self.readahead = int(config.readahead)
+        self.blocks: BlockCache | None = None
+        if config.memory:
+            self.blocks = BlockCache(
+                self.block_size, int(config.memory), config.spill_dir, int(config.spill_size)
+            )
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._attrs: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self._listings: OrderedDict[str, tuple[Listing, float]] = OrderedDict()
+        self._inos: dict[str, int] = {}
+        self._names: dict[int, set[str]] = {}
+        # Directories with something cached beneath them: renames and rmdirs of any other
+        # path need not scan the tables for a subtree.
+        self._parents: set[str] = set()
+        # The file signature (mtime, size) the cached blocks of an inode were read at.
+        self._signatures: dict[int, tuple[int, int]] = {}
+        self._next_offset: OrderedDict[int, int] = OrderedDict()  # sequential-read detection
+        self._answer = threading.local()
+        self.hits = {"getattr": 0, "readdir": 0, "read": 0}
+        self.misses = {"getattr": 0, "readdir": 0, "read": 0}
+
+    def close(self) -> None:
+        if self.blocks is not None:
+            self.blocks.close()
+
+    # -- hits: answered instead of the backend ----------------------------------------------
+
+    def _hand_over(self, value: Any) -> None:
+        self._answer.value = value
+
+    def _take_answer(self) -> Any:
+        value = getattr(self._answer, "value", None)
+        self._answer.value = None
+        return value
+
+    @hookimpl(tryfirst=True, specname="vfs_getattr")
+    def answer_getattr(self, req: ops.GetattrRequest) -> Any:
+        return self._take_answer()
+
+    @hookimpl(tryfirst=True, specname="vfs_readdir")
+    def answer_readdir(self, req: ops.ReaddirRequest) -> Any:
+        return self._take_answer()
+
+    @hookimpl(tryfirst=True, specname="vfs_read")
+    def answer_read(self, req: ops.ReadRequest) -> Any:
+        return self._take_answer()
+
+    # -- attributes ------------------------------------------------------------------------
+
+    @hookimpl(wrapper=True, trylast=True)
+    def vfs_getattr(self, req: ops.GetattrRequest) -> Generator[None, Any, Any]:
+        path = req.path
+        if not path:
+            return (yield)
+        now = time.monotonic()
+        with self._lock:
+            found = self._attrs.get(path)
+            if found is not None and found[1] >= now:
+                self._attrs.move_to_end(path)
+                self.hits["getattr"] += 1
+                self._hand_over(found[0])
+                return (yield)
+            self.misses["getattr"] += 1
+            epoch = self._epoch
+        attr = yield
+        with self._lock:
+            if epoch == self._epoch:
+                self._remember_attr(path, attr, now)
+        return attr
+
+    def _remember_attr(self, path: str, attr: Any, now: float) -> None:
+        """Under the lock: cache ``attr`` as the attributes of ``path``."""
+        self._attrs[path] = (attr, now + self.attr_ttl)
+        self._attrs.move_to_end(path)
+        self._map(path, attr.st_ino)
+        while len(self._attrs) > self.max_entries:
+            old, _ = self._attrs.popitem(last=False)
+            self._unmap(old)
+
+    def _map(self, path: str, ino: int) -> None:
+        old = self._inos.get(path)
+        if old == ino:
+            return
+        if old is not None:
+            self._unmap(path)
+        self._inos[path] = ino
+        self._names.setdefault(ino, set()).add(path)
+        directory = parent_of(path)
+        while directory not in self._parents:
+            self._parents.add(directory)
+            if directory == "/":
+                break
+            directory = parent_of(directory)
+
+    def _unmap(self, path: str) -> None:
+        ino = self._inos.pop(path, None)
+        if ino is not None:
+            names = self._names.get(ino)
+            if names is not None:
+                names.discard(path)
+                if not names:
+                    del self._names[ino]
+
+    # -- directory listings ----------------------------------------------------------------
+
+    @hookimpl(wrapper=True, trylast=True)
+    def vfs_readdir(self, req: ops.ReaddirRequest) -> Generator[None, Any, Any]:
+        path = req.path
+        if not path:
+            return (yield)
+        now = time.monotonic()
+        with self._lock:
+            found = self._listings.get(path)
+            if found is not None and found[1] >= now:
+                self._listings.move_to_end(path)
+                self.hits["readdir"] += 1
+                self._hand_over(self._entries(path, found[0], now))
+                return (yield)
+            self.misses["readdir"] += 1
+            epoch = self._epoch
+        result = yield
+        entries = result if isinstance(result, list) else list(result)
+        with self._lock:
+            if epoch == self._epoch:
+                self._remember_listing(path, entries, now)
+        return entries
+
+    def _entries(self, directory: str, listing: Listing, now: float) -> list[ops.DirEntry]:
+        """Under the lock: the cached names, with whatever fresh attributes are cached; the
+        session asks getattr (through the cache) for the others."""
+        entries = []
+        for name, ino, mode in listing:
+            found = self._attrs.get(child_of(directory, name))
+            attr = found[0] if found is not None and found[1] >= now else None
+            entries.append(ops.DirEntry(name, ino, mode, attr))
+        return entries
+
+    def _remember_listing(self, path: str, entries: list[ops.DirEntry], now: float) -> None:
+        self._listings[path] = (
+            tuple((entry.name, entry.ino, entry.mode) for entry in entries),
+            now + self.dir_ttl,
+        )
+        self._listings.move_to_end(path)
+        self._parents.add(path)
+        while len(self._listings) > self.max_listings:
+            self._listings.popitem(last=False)
+        for entry in entries:
+            if entry.attr is not None:
+                self._remember_attr(child_of(path, entry.name), entry.attr, now)
+
+    # -- file data -------------------------------------------------------------------------
+
+    @hookimpl(wrapper=True, trylast=True)
+    def vfs_read(self, req: ops.ReadRequest) -> Generator[None, Any, Any]:
+        blocks = self.blocks
+        if blocks is None or not req.path or req.size <= 0 or req.offset < 0:
+            return (yield)
+        now = time.monotonic()
+        with self._lock:
+            ino = self._inos.get(req.path)
+            if ino is not None and not self._signature_holds(ino, req.path, now):
+                self._drop_data(ino)
+            sequential = ino is not None and self._next_offset.get(ino) == req.offset
+            epoch = self._epoch
+        if ino is None:  # not looked up through the cache (or forgotten): no key to use
+            return (yield)
+        offset, size = req.offset, req.size
+        self._note_position(ino, offset + size)
+        block = self.block_size
+        first, last = offset // block, (offset + size - 1) // block
+        cached = self._assemble(blocks, ino, first, last, now)
+        if cached is not None:
+            self.hits["read"] += 1
+            start = offset - first * block
+            self._hand_over(cached[start : start + size])
+            return (yield)
+        self.misses["read"] += 1
+        # Fetch whole blocks, plus readahead when the reader is going through the file in
+        # order; the backend fills a buffer of ours, not the caller's.
+        ahead = -(-self.readahead // block) if sequential else 0
+        fetch_offset, fetch_size = first * block, (last - first + 1 + ahead) * block
+        saved = (req.offset, req.size, req.buffers)
+        req.offset, req.size, req.buffers = fetch_offset, fetch_size, ()
+        try:
+            raw = yield
+        finally:
+            req.offset, req.size, req.buffers = saved
+        if isinstance(raw, int):
+            raise OSError(errno.EIO, "backend answered a read without buffers with a count")
+        data = bytes(raw)
+        self._fill(blocks, ino, req.path, first, fetch_size, data, epoch, now)
+        start = offset - fetch_offset
+        return data[start : start + size]
+
+    def _assemble(
+        self, blocks: BlockCache, ino: int, first: int, last: int, now: float
+    ) -> bytes | None:
+        pieces = []
+        for index in range(first, last + 1):
+            piece = blocks.get(ino, index, now)
+            if piece is None:
+                return None
+            pieces.append(piece)
+            if len(piece) < self.block_size:
+                break  # the end of the file
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _fill(
+        self,
+        blocks: BlockCache,
+        ino: int,
+        path: str,
+        first: int,
+        fetch_size: int,
+        data: bytes,
+        epoch: int,
+        now: float,
+    ) -> None:
+        block = self.block_size
+        with self._lock:
+            if epoch != self._epoch:
+                return
+            found = self._attrs.get(path)
+            if found is not None:
+                self._signatures[ino] = _signature(found[0])
+            expires = now + self.data_ttl
+            full = len(data) // block
+            for number in range(full):
+                blocks.put(
+                    ino, first + number, data[number * block : (number + 1) * block], expires
+                )
+            if len(data) < fetch_size:  # short: the file ends in this block
+                blocks.put(ino, first + full, data[full * block :], expires)
+
+    def _signature_holds(self, ino: int, path: str, now: float) -> bool:
+        """Under the lock: False when fresh attributes show the file changed since its blocks
+        were read (a change made behind the cache's back)."""
+        expected = self._signatures.get(ino)
+        found = self._attrs.get(path)
+        if expected is None or found is None or found[1] < now:
+            return True
+        return _signature(found[0]) == expected
+
+    def _note_position(self, ino: int, end: int) -> None:
+        with self._lock:
+            self._next_offset[ino] = end
+            self._next_offset.move_to_end(ino)
+            if len(self._next_offset) > 4096:
+                self._next_offset.popitem(last=False)
+
+    # -- invalidation ----------------------------------------------------------------------
+
+    def invalidate(self, op: str, req: Any) -> None:
+        """Forget what ``op`` on ``req`` may have made stale."""
+        with self._lock:
+            self._epoch += 1
+            if op == "write" or op == "fallocate":
+                self._data_changed(req.path)
+            elif op == "copy_file_range":
+                self._data_changed(req.path_out)
+            elif op == "open":
+                if req.flags & os.O_TRUNC:
+                    self._data_changed(req.path)
+            elif op == "create":
+                self._entries_changed(parent_of(req.path))
+                self._data_changed(req.path)
+            elif op == "setattr":
+                if req.size is not None:
+                    self._data_changed(req.path)
+                else:
+                    self._meta_changed(req.path)
+            elif op in ("symlink", "mknod", "mkdir"):
+                self._entries_changed(parent_of(req.path))
+            elif op == "link":
+                self._meta_changed(req.old)
+                self._entries_changed(parent_of(req.new))
+            elif op == "unlink":
+                self._removed(req.path)
+            elif op == "rmdir":
+                self._removed(req.path)
+                self._forget_subtree(req.path)
+            elif op == "rename":
+                for path in (req.old, req.new):
+                    self._meta_changed(path)
+                    self._entries_changed(parent_of(path))
+                self._removed(req.new)  # a replaced target loses a link
+                for path in (req.old, req.new):
+                    self._forget_subtree(path)
+            elif op in ("setxattr", "removexattr"):
+                self._meta_changed(req.path)
+
+    # The helpers below run under the lock.
+
+    def _meta_changed(self, path: str) -> None:
+        if not path:
+            return
+        ino = self._inos.get(path)
+        if ino is None:
+            # Another name of the same inode may be cached, and we cannot tell which.
+            self._attrs.clear()
+            return
+        for name in tuple(self._names.get(ino, ())):
+            self._attrs.pop(name, None)
+
+    def _data_changed(self, path: str) -> None:
+        if not path:
+            return  # no name is left; only handles see this file, and they bypass the cache
+        ino = self._inos.get(path)
+        if ino is None:
+            self._attrs.clear()
+            if self.blocks is not None:
+                self.blocks.clear()
+            self._signatures.clear()
+            return
+        self._meta_changed(path)
+        self._drop_data(ino)
+
+    def _drop_data(self, ino: int) -> None:
+        if self.blocks is not None:
+            self.blocks.drop_ino(ino)
+        self._signatures.pop(ino, None)
+
+    def _entries_changed(self, directory: str) -> None:
+        self._listings.pop(directory, None)
+        self._attrs.pop(directory, None)  # mtime, and nlink for subdirectories
+
+    def _removed(self, path: str) -> None:
+        """A name went away (or was replaced): its inode lost a link."""
+        self._meta_changed(path)
+        self._entries_changed(parent_of(path))
+        ino = self._inos.get(path)
+        if ino is not None:
+            # The inode may be gone and its number reused by the backend.
+            self._drop_data(ino)
+        self._unmap(path)
+        self._attrs.pop(path, None)
+        self._listings.pop(path, None)
+
+    def _forget_subtree(self, path: str) -> None:
+        if path not in self._parents:
+            return
+        prefix = path.rstrip("/") + "/"
+        for table in (self._attrs, self._listings):
+            for key in [key for key in table if key.startswith(prefix)]:
+                del table[key]
+        for key in [key for key in self._inos if key.startswith(prefix)]:
+            self._unmap(key)
+        self._parents = {key for key in self._parents if not key.startswith(prefix)}
+        self._parents.discard(path)
+
+
+def _signature(attr: Any) -> tuple[int, int]:
+    return attr.st_mtime_ns, attr.st_size
+
+
+def _invalidating_wrapper(op: str) -> Any:
+    def wrapper(self: CacheMiddleware, req: Any) -> Generator[None, Any, Any]:
+        try:
+            return (yield)
+        finally:
+            self.invalidate(op, req)
+
+    return wrapper
+
+
+# The invalidating wrappers are innermost too: outside middleware listed after the cache,
+# they would invalidate before those finished, and a fill could slip in between.
+install_wrappers(CacheMiddleware, _invalidating_wrapper, sorted(MUTATING | {"open"}), trylast=True)

@@ -1,0 +1,23 @@
+"""The built-in `metrics` middleware: Prometheus metrics per share, and `vfsframe stats`."""
+
+from __future__ import annotations
+
+from vfsframe.plugin import BuildContext, PluginType
+
+from .config import MetricsConfig
+from .middleware import MetricsMiddleware
+
+__all__ = ["PLUGIN", "MetricsConfig", "MetricsMiddleware"]
+
+
+def build(config: MetricsConfig, context: BuildContext) -> MetricsMiddleware:
+    return MetricsMiddleware(config)
+
+
+PLUGIN = PluginType(
+    name="metrics",
+    kind="middleware",
+    config=MetricsConfig,
+    build=build,
+    summary="Per-op counters, latency histograms, bytes and errors over Prometheus HTTP.",
+)
