@@ -1,0 +1,159 @@
+"""Sandboxed name resolution: every guest path is resolved from a descriptor of the share's
+root, one component at a time in the kernel, never by joining the host root and the guest
+path into one string.
+
+``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`` does the walk: no
+component may be a symlink (the guest kernel resolves symlinks itself, so a symlink in the
+middle of a path the session sends means the tree changed under us), nothing may resolve
+above the root, /proc magic links are refused. Kernels without openat2 get the same walk in
+Python: one ``openat(O_PATH | O_NOFOLLOW | O_DIRECTORY)`` per component from the root fd.
+Operations on a final name are then ``*at()`` calls on (parent fd, name) with
+AT_SYMLINK_NOFOLLOW, so a symlink planted in the share is never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import syscalls
+
+NAME_MAX = 255
+# openat2 takes at most PATH_MAX bytes with the NUL; longer guest paths (legal: a process can
+# work deep below a directory) are resolved in chunks of at most this many bytes.
+CHUNK_MAX = 4000
+_PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def _error(code: int, path: str | bytes) -> OSError:
+    return OSError(code, os.strerror(code), os.fsdecode(path))
+
+
+def components(path: str) -> list[bytes]:
+    """The names of a share path ("/a/b" → [b"a", b"b"]), each checked: "." and ".." are
+    refused rather than resolved, so no path can climb, whatever it says."""
+    names = [os.fsencode(name) for name in path.split("/") if name]
+    for name in names:
+        if name in (b".", b"..") or b"\0" in name:
+            raise _error(errno.EINVAL, path)
+        if len(name) > NAME_MAX:
+            raise _error(errno.ENAMETOOLONG, path)
+    return names
+
+
+class Sandbox:
+    """Opens names below one root directory and nowhere else."""
+
+    def __init__(self, root: Path, submounts: bool = True) -> None:
+        self.root = root
+        try:
+            self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except PermissionError:  # an unreadable root can still be walked and served
+            self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.root_dev = os.fstat(self.root_fd).st_dev
+        self.submounts = submounts
+        self.resolve = (
+            syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS
+        )
+        if not submounts:
+            self.resolve |= syscalls.RESOLVE_NO_XDEV
+        self.has_openat2 = self._probe_openat2()
+
+    def _probe_openat2(self) -> bool:
+        try:
+            os.close(syscalls.openat2(self.root_fd, b".", _PATH_FLAGS, 0, self.resolve))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter
+                return False
+            raise
+        return True
+
+    def close(self) -> None:
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+    # -- walking ---------------------------------------------------------------------------
+
+    def open(self, names: list[bytes], flags: int, mode: int = 0) -> int:
+        """A new descriptor of the object ``names`` leads to, opened with ``flags`` (plus
+        O_NOFOLLOW and O_CLOEXEC). An empty list opens the root itself."""
+        flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+        if not names:
+            return self._open_at(self.root_fd, [b"."], flags, mode)
+        dirfd, owned = self.root_fd, False
+        try:
+            start = 0
+            # Walk long paths a chunk at a time so that each openat2 stays under PATH_MAX.
+            while True:
+                end, length = start, 0
+                while end < len(names) and length + len(names[end]) + 1 <= CHUNK_MAX:
+                    length += len(names[end]) + 1
+                    end += 1
+                if end == len(names):
+                    return self._open_at(dirfd, names[start:], flags, mode)
+                end = max(end, start + 1)
+                next_fd = self._open_at(dirfd, names[start:end], _PATH_FLAGS, 0)
+                if owned:
+                    os.close(dirfd)
+                dirfd, owned, start = next_fd, True, end
+        finally:
+            if owned:
+                os.close(dirfd)
+
+    def _open_at(self, dirfd: int, names: list[bytes], flags: int, mode: int) -> int:
+        if self.has_openat2:
+            return syscalls.openat2(dirfd, b"/".join(names), flags, mode, self.resolve)
+        return self._walk(dirfd, names, flags, mode)
+
+    def _walk(self, dirfd: int, names: list[bytes], flags: int, mode: int) -> int:
+        """The openat2 walk without openat2: O_NOFOLLOW on every component."""
+        fd = dirfd
+        try:
+            for name in names[:-1]:
+                next_fd = os.open(name, _PATH_FLAGS, dir_fd=fd)
+                if fd != dirfd:
+                    os.close(fd)
+                fd = next_fd
+                self._check_device(fd, name)
+            result = os.open(names[-1], flags, mode, dir_fd=fd)
+            if names[-1] != b".":
+                self._check_device(result, names[-1], close=True)
+            return result
+        finally:
+            if fd != dirfd:
+                os.close(fd)
+
+    def _check_device(self, fd: int, name: bytes, close: bool = False) -> None:
+        if not self.submounts and os.fstat(fd).st_dev != self.root_dev:
+            if close:
+                os.close(fd)
+            raise _error(errno.EXDEV, name)
+
+    def open_parent(self, names: list[bytes]) -> int:
+        """A descriptor of the directory holding the last of ``names``: the root's own fd for
+        a name in the root (do not close that one), else a new O_PATH descriptor."""
+        if len(names) == 1:
+            return self.root_fd
+        return self.open(names[:-1], os.O_PATH | os.O_DIRECTORY)
+
+    @contextlib.contextmanager
+    def parent(self, path: str, root_errno: int = errno.EBUSY) -> Iterator[tuple[int, bytes]]:
+        """(parent directory fd, final name) of ``path``, for the ``*at()`` calls."""
+        names = components(path)
+        if not names:
+            raise _error(root_errno, path)  # the operation names the root itself
+        dirfd = self.open_parent(names)
+        try:
+            yield dirfd, names[-1]
+        finally:
+            if dirfd != self.root_fd:
+                os.close(dirfd)
+
+    def check_name_device(self, dirfd: int, name: bytes, st: os.stat_result) -> None:
+        """EXDEV for a mount point below the root when submounts are not served."""
+        if not self.submounts and st.st_dev != self.root_dev:
+            raise _error(errno.EXDEV, name)
