@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from vfsframe import ops
 from vfsframe.chain import ShareChain
 from vfsframe.fuse import abi
 from vfsframe.fuse.abi import InitFlag, Opcode
+from vfsframe.handlers import HANDLERS
 from vfsframe.plugin import Backend
 from vfsframe.session import FuseSession, SessionOptions
 
@@ -1150,3 +1152,47 @@ def test_release_of_a_directory_handle_changes_nothing(kernel: FakeKernel) -> No
     assert [e["name"] for e in kernel.readdir(ROOT, dir_fh)] == [b".", b"..", b"f"]  # still open
     kernel.releasedir(ROOT, dir_fh)
     assert len(kernel.session.handles) == 0
+
+
+def test_the_fake_kernel_knows_every_opcode_the_session_serves() -> None:
+    assert set(HANDLERS) == set(ARGUMENTS)
+
+
+def _blocked_setlkw(kernel: FakeKernel, nodeid: int, fh: int, unique: int) -> Any:
+    """Start a SETLKW that has to wait; the future of its reply."""
+    body = abi.LK_IN.pack(fh, 0xB, 0, 9, fcntl.F_WRLCK, 2, 0, 0)
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(kernel.send, Opcode.SETLKW, nodeid, body, unique=unique)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_setlkw_waits_for_the_unlock(kernel: FakeKernel) -> None:
+    entry, opened = kernel.create(ROOT, "f")
+    nodeid, fh = entry["nodeid"], opened["fh"]
+    kernel.setlk(nodeid, fh, 0xA, 0, 9, fcntl.F_WRLCK)
+    future = _blocked_setlkw(kernel, nodeid, kernel.open(nodeid)["fh"], unique=1000)
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.3)
+    kernel.setlk(nodeid, fh, 0xA, 0, 9, fcntl.F_UNLCK)
+    reply = future.result(timeout=10)
+    assert (reply.unique, reply.error, reply.body) == (1000, 0, b"")
+    assert kernel.getlk(nodeid, fh, 0xA, 0, 9, fcntl.F_RDLCK)["type"] == fcntl.F_WRLCK
+
+
+def test_interrupt_ends_a_blocked_setlkw(kernel: FakeKernel) -> None:
+    entry, opened = kernel.create(ROOT, "f")
+    nodeid, fh = entry["nodeid"], opened["fh"]
+    kernel.setlk(nodeid, fh, 0xA, 0, 9, fcntl.F_WRLCK)
+    other = kernel.open(nodeid)["fh"]
+    future = _blocked_setlkw(kernel, nodeid, other, unique=2000)
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.3)
+    kernel.interrupt(2000)
+    reply = future.result(timeout=10)
+    assert (reply.unique, reply.error) == (2000, -errno.EINTR)
+    # An INTERRUPT that overtakes its request (another queue) still ends the wait.
+    kernel.interrupt(3000)
+    reply = _blocked_setlkw(kernel, nodeid, other, unique=3000).result(timeout=10)
+    assert reply.error == -errno.EINTR
+    assert kernel.getlk(nodeid, other, 0xB, 0, 9, fcntl.F_WRLCK)["type"] == fcntl.F_WRLCK
