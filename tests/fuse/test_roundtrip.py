@@ -19,6 +19,7 @@ from vfsframe.chain import ShareChain
 from vfsframe.fuse import abi
 from vfsframe.fuse.abi import InitFlag, Opcode
 from vfsframe.handlers import HANDLERS
+from vfsframe.handlers import call as call_module
 from vfsframe.plugin import Backend
 from vfsframe.session import FuseSession, SessionOptions
 
@@ -757,6 +758,26 @@ def test_write_read_roundtrip_any_split(
     )
     assert got == data
     assert kernel.getattr(nodeid)["attr"]["size"] == (offset + len(data) if data else 0)
+
+
+def test_write_payload_is_not_copied(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """virtio-fs puts the header, the arguments and the data in separate descriptors; only
+    the small parts may be gathered into one buffer, never the data."""
+    gathered: list[int] = []
+    real_gather = call_module.gather
+
+    def counting_gather(segments: Any, length: int) -> memoryview:
+        gathered.append(length)
+        return real_gather(segments, length)
+
+    monkeypatch.setattr(call_module, "gather", counting_gather)
+    entry, opened = kernel.create(ROOT, "f")
+    data = os.urandom(1 << 16)
+    virtio_layout = at(abi.IN_HEADER.size, abi.IN_HEADER.size + abi.WRITE_IN.size)
+    gathered.clear()
+    assert kernel.write(entry["nodeid"], opened["fh"], 0, data, cuts=virtio_layout) == len(data)
+    assert gathered and max(gathered) <= abi.IN_HEADER.size + abi.WRITE_IN.size
+    assert kernel.read(entry["nodeid"], opened["fh"], 0, len(data)) == data
 
 
 def test_read_is_capped_by_the_reply_space(kernel: FakeKernel) -> None:

@@ -60,7 +60,10 @@ class Call:
         return self._args
 
     def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
-        args = self.args
+        args = self._args
+        if args is None:  # gather just the struct: a WRITE's payload must not be copied
+            end = min(self.args_end, HEADER_SIZE + layout.size)
+            args = gather(self.request, end)[HEADER_SIZE:]
         if len(args) < layout.size:
             raise ProtocolError(f"arguments of {len(args)} bytes, expected {layout.size}")
         return layout.unpack_from(args)
