@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from collections.abc import Generator
 from typing import Any
@@ -32,11 +33,8 @@ class IdmapMiddleware(Middleware):
         self.gids = IdMapping(config.gid_map, config.overflow_gid)
 
     def host_context(self, ctx: ops.Context) -> ops.Context:
-        return ops.Context(
-            self.uids.host_or_overflow(ctx.uid),
-            self.gids.host_or_overflow(ctx.gid),
-            ctx.pid,
-            ctx.umask,
+        return dataclasses.replace(
+            ctx, uid=self.uids.host_or_overflow(ctx.uid), gid=self.gids.host_or_overflow(ctx.gid)
         )
 
     def guest_attr(self, attr: Any) -> Any:

@@ -1,0 +1,74 @@
+"""metrics in-process: counters, histograms, bytes and errors, and the HTTP endpoint."""
+
+from __future__ import annotations
+
+import errno
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+from vfsframe_plugins.metrics import MetricsConfig, MetricsMiddleware
+
+from .helpers import Fs, memory_chain, raises_errno
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_counts_latency_bytes_and_errors() -> None:
+    metrics = MetricsMiddleware(MetricsConfig(listen=None))
+    fs = Fs(memory_chain([metrics]))
+    fs.put("/f", b"x" * 1000)
+    assert fs.get("/f") == b"x" * 1000
+    for _ in range(3):
+        with raises_errno(errno.ENOENT):
+            fs.stat("/missing")
+    values = samples(metrics.exposition().decode())
+    assert values[("vfsframe_operations_total", (("op", "write"),))] == 1
+    assert values[("vfsframe_operations_total", (("op", "getattr"),))] == 3
+    assert values[("vfsframe_operation_seconds_count", (("op", "read"),))] == 1
+    assert values[("vfsframe_operation_seconds_bucket", (("le", "+Inf"), ("op", "read")))] == 1
+    assert values[("vfsframe_written_bytes_total", ())] == 1000
+    assert values[("vfsframe_read_bytes_total", ())] == 1000
+    assert values[("vfsframe_errors_total", (("errno", "ENOENT"), ("op", "getattr")))] == 3
+
+
+def test_http_endpoint_and_separate_registries() -> None:
+    first = MetricsMiddleware(MetricsConfig(listen="127.0.0.1:0"))
+    second = MetricsMiddleware(MetricsConfig(listen="127.0.0.1:0"))
+    try:
+        Fs(memory_chain([first])).mkdir("/d")
+        for middleware, expected in ((first, 1.0), (second, None)):
+            assert middleware.address is not None
+            host, port = middleware.address
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as answer:
+                values = samples(answer.read().decode())
+            assert values.get(("vfsframe_operations_total", (("op", "mkdir"),))) == (
+                expected or 0.0
+            )
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_port_in_use_says_what_to_do() -> None:
+    first = MetricsMiddleware(MetricsConfig(listen="127.0.0.1:0"))
+    try:
+        assert first.address is not None
+        with pytest.raises(OSError, match="its own `listen` port"):
+            MetricsMiddleware(MetricsConfig(listen=f"127.0.0.1:{first.address[1]}"))
+    finally:
+        first.close()
+
+
+@pytest.mark.parametrize("listen", ["9100", "host:port", "127.0.0.1:70000", ":80"])
+def test_bad_listen(listen: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        MetricsConfig(listen=listen)
+    assert info.value.errors()[0]["loc"] == ("listen",)
