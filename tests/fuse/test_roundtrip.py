@@ -1217,3 +1217,15 @@ def test_interrupt_ends_a_blocked_setlkw(kernel: FakeKernel) -> None:
     reply = _blocked_setlkw(kernel, nodeid, other, unique=3000).result(timeout=10)
     assert reply.error == -errno.EINTR
     assert kernel.getlk(nodeid, other, 0xB, 0, 9, fcntl.F_WRLCK)["type"] == fcntl.F_WRLCK
+
+
+def test_destroy_releases_what_the_kernel_held_open(kernel: FakeKernel) -> None:
+    entry, _ = kernel.create(ROOT, "tmp")  # left open, as after a guest crash
+    kernel.opendir(ROOT)
+    kernel.unlink(ROOT, "tmp")
+    before = kernel.statfs()["ffree"]  # the unlinked file still holds an inode
+    kernel.destroy()
+    kernel.init()
+    assert kernel.statfs()["ffree"] == before + 1
+    with fails(errno.ESTALE):
+        kernel.getattr(entry["nodeid"])
