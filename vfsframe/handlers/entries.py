@@ -65,11 +65,18 @@ def getattr_(call: Call) -> bytes:
 def setattr_(call: Call) -> bytes:
     (valid, _, fh, size, _owner, atime, mtime, ctime, atimensec, mtimensec, ctimensec, mode, _,
      uid, gid, _) = call.unpack(abi.SETATTR_IN)  # fmt: skip
+    node = call.node
     if valid & abi.FATTR_FH:
         handle = call.session.handles.file(fh)
+    elif not node.names and node is not call.session.nodes.root:
+        # fchmod/fchown/futimens of an unlinked open file come without a handle; find one.
+        handle = call.session.handles.open_file_of(node)
+    else:
+        handle = None
+    if handle is not None:
         req = ops.SetattrRequest(call.ctx, call.handle_path(handle.node), handle.backend_fh)
     else:
-        req = ops.SetattrRequest(call.ctx, call.path())
+        req = ops.SetattrRequest(call.ctx, call.path(node))
     if valid & abi.FATTR_MODE:
         req.mode = mode
     if valid & abi.FATTR_UID:
