@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from vfsframe.config.models import ConfigModels, default_models, duplicate_problems
+from vfsframe.config.models import LAYER_TAG, ConfigModels, default_models, duplicate_problems
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -121,14 +121,24 @@ def _describe(error: Any, models: ConfigModels, type_names: set[str]) -> str:
 def _user_location(loc: tuple[Any, ...], type_names: set[str]) -> str:
     """ "share[0].backend.capacity" from pydantic's ('shares', 0, 'backend', 'memory', ...)."""
     out = ""
-    previous: Any = None
-    for part in loc:
+    for index, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in type_names and (isinstance(previous, int) or previous in ("backend", "upper")):
-            pass  # the discriminator pydantic inserts; the user never wrote it
+        elif part == LAYER_TAG or (part in type_names and _is_tag(loc, index)):
+            pass  # a discriminator pydantic inserts; the user never wrote it
         else:
             name = "share" if part == "shares" else part
             out += f".{name}" if out else name
-        previous = part
     return out
+
+
+def _is_tag(loc: tuple[Any, ...], index: int) -> bool:
+    """Whether the type name at ``loc[index]`` is a union tag rather than a field so named:
+    tags follow a list index (not a share's), a backend field, or stand before a field of
+    their model (nested backend fields)."""
+    previous = loc[index - 1] if index else None
+    if isinstance(previous, int):
+        return loc[index - 2] not in ("share", "shares") if index >= 2 else True
+    if previous in ("backend", "upper"):
+        return True
+    return index + 1 < len(loc) and isinstance(loc[index + 1], str)

@@ -4,11 +4,20 @@ Each plugin registers a config model under its ``type`` name; a share's ``backen
 discriminated union of every backend model and each ``middleware`` entry the union of every
 middleware model. So a third-party plugin's options are validated and exported as JSON
 Schema exactly like a built-in one's.
+
+Composite plugins (overlay) declare fields that hold whole nested configs with the
+annotations ``NestedBackend`` (a backend table), ``NestedMiddleware`` (a middleware table)
+and ``NestedLayer`` (a backend table, or ``{backend = {...}, middleware = [...]}``). They
+resolve to the unions of the registry whose models are being built, so nesting is recursive
+and open to third-party types; models using them set ``ConfigDict(defer_build=True)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -18,9 +27,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     create_model,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from vfsframe.plugin import PluginConfig, PluginRegistry, default_registry
 
@@ -99,11 +109,134 @@ def plugin_union(models: list[type[PluginConfig]]) -> Any:
     return Annotated[union, BeforeValidator(_require_type)]
 
 
+# The union tag of a `{backend = ..., middleware = [...]}` layer; error paths leave it out.
+LAYER_TAG = "backend+middleware"
+
+
+class LayerConfig(BaseModel):
+    """A nested backend with middleware of its own (the second form of ``NestedLayer``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    backend: Any = Field(description="The layer's backend (a full backend table).")
+    middleware: list[Any] = Field(
+        default_factory=list,
+        description="Middleware around this layer's backend; the first listed is the outermost.",
+    )
+
+
+class _NestedTypes:
+    """The plugin config models nested fields resolve to while one ConfigModels is built."""
+
+    def __init__(self, registry: PluginRegistry) -> None:
+        self.backends = {name: t.config for name, t in registry.backends.items()}
+        self.middleware = {name: t.config for name, t in registry.middleware.items()}
+        self._layer_model: type[BaseModel] | None = None
+
+    def layer_model(self) -> type[BaseModel]:
+        # One subclass per registry: its fields' unions are this registry's.
+        if self._layer_model is None:
+            self._layer_model = create_model(
+                "LayerConfig",
+                __base__=LayerConfig,
+                backend=(NestedBackend, Field(description="The layer's backend.")),
+                middleware=(
+                    list[NestedMiddleware],  # type: ignore[valid-type]
+                    Field(
+                        default_factory=list,
+                        description="Middleware around this layer's backend; first listed is outermost.",
+                    ),
+                ),
+            )
+        return self._layer_model
+
+
+_building: contextvars.ContextVar[_NestedTypes] = contextvars.ContextVar("vfsframe_nested_types")
+
+
+def _nested_types() -> _NestedTypes:
+    try:
+        return _building.get()
+    except LookupError:  # a plugin model validated on its own: the installed plugins
+        return _NestedTypes(default_registry())
+
+
+@contextlib.contextmanager
+def _resolving_nested(registry: PluginRegistry) -> Iterator[None]:
+    """Build (or rebuild) every deferred plugin model against ``registry``'s unions.
+
+    pydantic reuses a model's finished schema inside other models, so a nested model built
+    for another registry (or on its own) would keep that registry's union: rebuild them.
+    """
+    token = _building.set(_NestedTypes(registry))
+    try:
+        deferred = [
+            t.config
+            for t in [*registry.backends.values(), *registry.middleware.values()]
+            if t.config.model_config.get("defer_build")
+        ]
+        for _ in range(min(len(deferred), 2)):  # twice: deferred models may nest each other
+            for model in deferred:
+                model.model_rebuild(force=True)
+        yield
+    finally:
+        _building.reset(token)
+
+
+def _type_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "type" in value:
+            return str(value["type"])
+        return LAYER_TAG if "backend" in value else None
+    if isinstance(value, LayerConfig):
+        return LAYER_TAG
+    return getattr(value, "type", None)
+
+
+class _Nested:
+    def __init__(self, kind: Literal["backend", "middleware", "layer"]) -> None:
+        self.kind = kind
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        types = _nested_types()
+        models = types.middleware if self.kind == "middleware" else types.backends
+        if not models:
+            raise ValueError(f"no {self.kind} plugins are installed")
+        choices: dict[Any, CoreSchema] = {
+            name: handler.generate_schema(model) for name, model in models.items()
+        }
+        if self.kind == "layer":
+            choices[LAYER_TAG] = handler.generate_schema(types.layer_model())
+        return core_schema.tagged_union_schema(choices, discriminator=_type_of)
+
+
+#: A field holding a full backend config of any installed backend type (overlay included).
+NestedBackend = Annotated[Any, _Nested("backend")]
+#: A field holding a full middleware config of any installed middleware type.
+NestedMiddleware = Annotated[Any, _Nested("middleware")]
+#: A backend table, or ``{backend = {...}, middleware = [...]}`` for a backend with its own
+#: middleware; the value is a backend config or a ``LayerConfig`` (see ``layer_parts``).
+NestedLayer = Annotated[Any, _Nested("layer")]
+
+
+def layer_parts(layer: Any) -> tuple[Any, list[Any]]:
+    """The backend config and middleware configs of a ``NestedLayer`` value."""
+    if isinstance(layer, LayerConfig):
+        return layer.backend, list(layer.middleware)
+    return layer, []
+
+
 class ConfigModels:
     """The share and server models for one plugin registry."""
 
     def __init__(self, registry: PluginRegistry) -> None:
         self.registry = registry
+        with _resolving_nested(registry):
+            self._build(registry)
+
+    def _build(self, registry: PluginRegistry) -> None:
         backend = plugin_union([t.config for t in registry.backends.values()])
         middleware_types = [t.config for t in registry.middleware.values()]
         middleware: Any = plugin_union(middleware_types) if middleware_types else PluginConfig

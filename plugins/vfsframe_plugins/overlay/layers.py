@@ -1,0 +1,65 @@
+"""One layer of an overlay: a child filesystem (a ShareChain) and what the overlay asks of it."""
+
+from __future__ import annotations
+
+import errno
+import stat
+from typing import Any
+
+from vfsframe import ops
+
+# The overlay's own bookkeeping (whiteouts, copy-up, listings) runs with full rights, like
+# overlayfs using the mounter's credentials; user-visible operations use the caller's.
+INTERNAL = ops.Context(uid=0, gid=0, pid=0, umask=0)
+
+_ABSENT = (errno.ENOENT, errno.ENOTDIR)
+
+
+def as_attr(attr: Any, ino: int) -> ops.Attr:
+    """A copy of a layer's attributes (Attr or os.stat_result) carrying the overlay's st_ino."""
+    return ops.Attr(
+        st_ino=ino,
+        st_mode=attr.st_mode,
+        st_nlink=attr.st_nlink,
+        st_uid=attr.st_uid,
+        st_gid=attr.st_gid,
+        st_rdev=attr.st_rdev,
+        st_size=attr.st_size,
+        st_blocks=attr.st_blocks,
+        st_blksize=attr.st_blksize,
+        st_atime_ns=attr.st_atime_ns,
+        st_mtime_ns=attr.st_mtime_ns,
+        st_ctime_ns=attr.st_ctime_ns,
+    )
+
+
+class Layer:
+    """``index`` 0 is the upper layer when there is one; lower layers follow, topmost first."""
+
+    def __init__(self, index: int, chain: Any, writable: bool) -> None:
+        self.index = index
+        self.chain = chain
+        self.writable = writable
+
+    def __repr__(self) -> str:
+        return f"Layer({self.index}, {'upper' if self.writable else 'lower'})"
+
+    def stat(self, path: str) -> Any | None:
+        """The entry's attributes, or None when the layer has no such name."""
+        try:
+            return self.chain.getattr(ops.GetattrRequest(INTERNAL, path))
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None
+            raise
+
+    def is_dir(self, path: str) -> bool:
+        attr = self.stat(path)
+        return attr is not None and stat.S_ISDIR(attr.st_mode)
+
+    def entries(self, path: str) -> list[ops.DirEntry]:
+        fh = self.chain.opendir(ops.OpendirRequest(INTERNAL, path))
+        try:
+            return list(self.chain.readdir(ops.ReaddirRequest(INTERNAL, path, fh)))
+        finally:
+            self.chain.releasedir(ops.ReleasedirRequest(INTERNAL, path, fh))
