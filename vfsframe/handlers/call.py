@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vfsframe import ops
 from vfsframe.fuse import abi
-from vfsframe.fuse.wire import ProtocolError, check_name, gather, pack_attr_fields, split_names
+from vfsframe.fuse.wire import (
+    ProtocolError,
+    check_name,
+    gather,
+    pack_attr_fields,
+    split_names,
+    total_length,
+)
 from vfsframe.nodes import Node
 
 if TYPE_CHECKING:
     from vfsframe.session import FuseSession
 
 HEADER_SIZE = abi.IN_HEADER.size
+# An entry reply plus an open reply (CREATE), with the out header.
+ENTRY_REPLY_SIZE = abi.OUT_HEADER.size + abi.ENTRY_OUT.size + abi.OPEN_OUT.size
 
 
 class Call:
@@ -98,7 +108,14 @@ class Call:
 
     def remember(self, parent: Node, name: str, attr: Any) -> Node:
         """The node of ``parent/name``, counting the lookup the kernel makes by our reply."""
+        if self.reply_capacity() < ENTRY_REPLY_SIZE:
+            # Counting a lookup the kernel never receives would leak the node.
+            raise ProtocolError("no room for an entry reply", errno.EIO)
         return self.session.nodes.remember(parent, name, attr.st_ino, attr.st_mode)
+
+    def reply_capacity(self) -> int:
+        """Bytes the reply space holds, header included."""
+        return total_length(self.reply)
 
     def entry(self, parent: Node, name: str, attr: Any) -> bytes:
         """fuse_entry_out for ``parent/name``: the kernel now holds one more lookup."""

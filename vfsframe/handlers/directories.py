@@ -49,6 +49,7 @@ def _dot_entries(call: Call, handle: OpenDirectory) -> list[tuple[bytes, int, in
 
 def readdir(call: Call) -> bytearray:
     fh, offset, size, *_ = call.unpack(abi.READ_IN)
+    size = min(size, call.reply_capacity() - abi.OUT_HEADER.size)
     handle = call.session.handles.directory(fh)
     entries = _listing(call, handle, offset)
     out = bytearray()
@@ -72,6 +73,7 @@ def readdir(call: Call) -> bytearray:
 
 def readdirplus(call: Call) -> bytearray:
     fh, offset, size, *_ = call.unpack(abi.READ_IN)
+    size = min(size, call.reply_capacity() - abi.OUT_HEADER.size)
     handle = call.session.handles.directory(fh)
     entries = _listing(call, handle, offset)
     out = bytearray()

@@ -63,6 +63,8 @@ def _total_bytes(data: Sequence[Any]) -> int:
 
 # How often a blocked SETLKW looks whether its caller was interrupted (seconds).
 LOCK_WAIT_POLL = 0.2
+# Most bytes one copy_file_range call copies (callers loop on short copies).
+MAX_COPY = 64 << 20
 
 
 class MemoryBackend(Backend):
@@ -586,7 +588,8 @@ class MemoryBackend(Backend):
             sink = self._file(req.path_out, req.fh_out, writing=True)
             if isinstance(req.fh_out, FileHandle) and req.fh_out.flags & os.O_APPEND:
                 raise fs_error(errno.EBADF, req.path_out)
-            length = max(0, min(req.length, source.content.size - req.offset_in))
+            # A short copy is legal; bounding it bounds the time the tree lock is held.
+            length = max(0, min(req.length, source.content.size - req.offset_in, MAX_COPY))
             if length == 0:
                 return 0
             same = source is sink
