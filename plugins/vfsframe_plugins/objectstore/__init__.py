@@ -1,0 +1,70 @@
+"""The built-in `objectstore` backend: a bucket (S3, or a local directory) as a directory tree.
+
+Stores are pluggable: see ``store.ObjectStore`` and the ``vfsframe.objectstores`` entry-point
+group. Semantics and options: docs/backends/objectstore.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vfsframe.plugin import BuildContext, PluginType
+
+from .backend import ObjectStoreBackend
+from .config import STORE_TYPES, ObjectStoreConfig, store_options
+from .store import (
+    ListPage,
+    ObjectInfo,
+    ObjectReader,
+    ObjectStore,
+    Part,
+    StaleObjectError,
+    StoreConfig,
+    StoreType,
+)
+
+__all__ = [
+    "PLUGIN",
+    "STORE_TYPES",
+    "ListPage",
+    "ObjectInfo",
+    "ObjectReader",
+    "ObjectStore",
+    "ObjectStoreBackend",
+    "ObjectStoreConfig",
+    "Part",
+    "StaleObjectError",
+    "StoreConfig",
+    "StoreType",
+    "open_store",
+]
+
+log = logging.getLogger(__name__)
+
+
+def open_store(config: ObjectStoreConfig) -> ObjectStore:
+    """The configured store, probed when ``check_at_start`` (a failure says what to fix)."""
+    store = config.store_type.open(config.store)
+    if config.check_at_start:
+        try:
+            store.check()
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def build(config: ObjectStoreConfig, context: BuildContext) -> ObjectStoreBackend:
+    store = open_store(config)
+    log.info("objectstore: %s store %s", config.store.type, store_options(config))
+    return ObjectStoreBackend(config, store)
+
+
+PLUGIN = PluginType(
+    name="objectstore",
+    kind="backend",
+    config=ObjectStoreConfig,
+    build=build,
+    summary="A bucket as a directory tree: local directory store or any S3 endpoint; "
+    "write-back staging, multipart uploads, close-to-open consistency.",
+)
