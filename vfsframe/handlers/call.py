@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from vfsframe.session import FuseSession
 
 HEADER_SIZE = abi.IN_HEADER.size
-# An entry reply plus an open reply (CREATE), with the out header.
-ENTRY_REPLY_SIZE = abi.OUT_HEADER.size + abi.ENTRY_OUT.size + abi.OPEN_OUT.size
+# An entry reply with the out header; CREATE adds an open reply. A virtio-fs guest sizes the
+# reply space for exactly what its opcode answers, so LOOKUP has no room for the open reply.
+ENTRY_REPLY_SIZE = abi.OUT_HEADER.size + abi.ENTRY_OUT.size
+CREATE_REPLY_SIZE = ENTRY_REPLY_SIZE + abi.OPEN_OUT.size
 
 
 class Call:
@@ -108,7 +110,8 @@ class Call:
 
     def remember(self, parent: Node, name: str, attr: Any) -> Node:
         """The node of ``parent/name``, counting the lookup the kernel makes by our reply."""
-        if self.reply_capacity() < ENTRY_REPLY_SIZE:
+        needed = CREATE_REPLY_SIZE if self.opcode == abi.Opcode.CREATE else ENTRY_REPLY_SIZE
+        if self.reply_capacity() < needed:
             # Counting a lookup the kernel never receives would leak the node.
             raise ProtocolError("no room for an entry reply", errno.EIO)
         return self.session.nodes.remember(parent, name, attr.st_ino, attr.st_mode)
