@@ -15,7 +15,7 @@ from vfsframe_plugins.overlay import OverlayConfig
 from vfsframe.config import ConfigError, ConfigModels, validate_config
 from vfsframe.config.models import LayerConfig, NestedBackend, layer_parts
 from vfsframe.plugin import PluginConfig, PluginRegistry, PluginType
-from vfsframe.runtime import build_chain
+from vfsframe.runtime import build_chain, describe_chain
 
 
 class DiskConfig(PluginConfig):
@@ -215,3 +215,27 @@ def test_share_field_named_like_a_plugin_is_not_a_tag() -> None:
     with pytest.raises(ConfigError) as info:
         validate_config(document, "<t>", ConfigModels(registry))
     assert info.value.problems[0].startswith("share[0].cache: ")
+
+
+def test_check_describes_nested_chains(models: ConfigModels) -> None:
+    share = valid(
+        models,
+        {
+            "type": "overlay",
+            "lower": [
+                {"type": "disk", "root": "/a"},
+                {"backend": {"type": "disk", "root": "/b"}, "middleware": [{"type": "trace"}]},
+            ],
+            "upper": {"type": "memory", "capacity": 4096},
+        },
+    )
+    assert describe_chain(share) == [
+        "1. backend overlay: (defaults)",
+        "   lower[0]:",
+        "     1. backend disk: root='/a'",
+        "   lower[1]:",
+        "     1. middleware trace: level=1",
+        "     2. backend disk: root='/b'",
+        "   upper:",
+        "     1. backend memory: capacity=4096, max_inodes=1000000",
+    ]

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from vfsframe.chain import ShareChain
-from vfsframe.plugin import BuildContext, PluginRegistry, default_registry
+from vfsframe.config.models import LayerConfig, layer_parts
+from vfsframe.plugin import BuildContext, PluginConfig, PluginRegistry, default_registry
 from vfsframe.session import FuseSession, SessionOptions
 
 
@@ -22,17 +23,43 @@ def build_chain(
 
 
 def describe_chain(share: Any) -> list[str]:
-    """The resolved chain of a share, outermost first, for `vfsframe check`."""
+    """The resolved chain of a share, outermost first, for `vfsframe check`. A composite
+    backend's nested layers (overlay's lower/upper) follow it, indented, as chains of their own."""
+    return _describe(share.backend, share.middleware, "")
+
+
+def _describe(backend: Any, middleware: Iterable[Any], indent: str) -> list[str]:
     lines = [
-        f"{index}. middleware {m.type}: {_options(m)}"
-        for index, m in enumerate(share.middleware, 1)
+        f"{indent}{index}. middleware {m.type}: {_options(m)}"
+        for index, m in enumerate(middleware, 1)
     ]
-    lines.append(f"{len(lines) + 1}. backend {share.backend.type}: {_options(share.backend)}")
+    nested = _nested_fields(backend)
+    options = _options(backend, exclude=set(nested))
+    lines.append(f"{indent}{len(lines) + 1}. backend {backend.type}: {options}")
+    for label, layer in (item for items in nested.values() for item in items):
+        lines.append(f"{indent}   {label}:")
+        lines += _describe(*layer_parts(layer), indent + "     ")
     return lines
 
 
-def _options(model: Any) -> str:
-    values = model.model_dump(exclude={"type"}, mode="json")
+def _nested_fields(model: Any) -> dict[str, list[tuple[str, Any]]]:
+    """Fields holding nested plugin configs: field name → [(label, config), ...]."""
+    found: dict[str, list[tuple[str, Any]]] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, PluginConfig | LayerConfig):
+            found[name] = [(name, value)]
+        elif (
+            isinstance(value, list | tuple)
+            and value
+            and all(isinstance(item, PluginConfig | LayerConfig) for item in value)
+        ):
+            found[name] = [(f"{name}[{i}]", item) for i, item in enumerate(value)]
+    return found
+
+
+def _options(model: Any, exclude: set[str] | None = None) -> str:
+    values = model.model_dump(exclude={"type", *(exclude or ())}, mode="json")
     return ", ".join(f"{key}={value!r}" for key, value in values.items()) or "(defaults)"
 
 
