@@ -370,3 +370,32 @@ def test_unpacked_oci_image_layers(tmp_path: Path, mountpoint: Path, upper_kind:
         assert os.listdir(stack.mnt / "usr" / "bin") == []
         assert (stack.mnt / "etc" / "passwd").read_text().count("\n") == 2
     assert stack.checksums() == before
+
+
+def test_layers_with_their_own_middleware(tmp_path: Path, mountpoint: Path) -> None:
+    """A lower layer behind a cache and a log of its own: the log sees that layer's operations
+    with that layer's paths, and nothing of the upper layer's."""
+    require_fuse()
+    lower = tmp_path / "lower"
+    (lower / "data").mkdir(parents=True)
+    (lower / "data" / "blob").write_bytes(b"z" * 100_000)
+    log = tmp_path / "lower.log"
+    backend = {
+        "type": "overlay",
+        "lower": [
+            {
+                "backend": passthrough(lower),
+                "middleware": [{"type": "log", "path": str(log)}, {"type": "cache"}],
+            }
+        ],
+        "upper": {"type": "memory"},
+    }
+    before = checksum(lower)
+    with mounted_share(mountpoint, share_config(backend)):
+        assert (mountpoint / "data" / "blob").read_bytes() == b"z" * 100_000
+        (mountpoint / "data" / "new").write_text("upper only")
+        assert sorted(os.listdir(mountpoint / "data")) == ["blob", "new"]
+    lines = log.read_text().splitlines()
+    assert any("/data/blob" in line for line in lines), lines[:20]
+    assert not any("/data/new" in line and "create" in line for line in lines)
+    assert checksum(lower) == before
