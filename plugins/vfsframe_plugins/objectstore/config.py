@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ByteSize, Field, model_validator
+from pydantic import BeforeValidator, ByteSize, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from vfsframe.plugin import PluginConfig
 
@@ -19,9 +20,27 @@ from .store import StoreType, discover_store_types
 
 STORE_TYPES: dict[str, StoreType] = discover_store_types()
 
+
+def _known_store(value: Any) -> Any:
+    # Said here, so the message lists stores rather than the share's backend types.
+    if isinstance(value, dict):
+        name = value.get("type")
+        if name is None:
+            raise PydanticCustomError("store_type_missing", "missing 'type' (which store to use)")
+        if name not in STORE_TYPES:
+            raise PydanticCustomError(
+                "unknown_store",
+                "unknown store type '{name}'; installed: {known} (more come from packages "
+                "in the vfsframe.objectstores entry-point group)",
+                {"name": name, "known": ", ".join(STORE_TYPES)},
+            )
+    return value
+
+
 StoreConfigUnion = Annotated[
     Union[tuple(t.config for t in STORE_TYPES.values())],  # noqa: UP007
     Field(discriminator="type"),
+    BeforeValidator(_known_store),
 ]
 
 
