@@ -768,3 +768,39 @@ def test_default_cache_policy_mount(host_dirs: tuple[Path, Path]) -> None:
     root, oracle = host_dirs
     with passthrough_mount(root, cache="auto") as mountpoint:
         compare(posix_script(mountpoint), posix_script(oracle))
+
+
+WAITER = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    print("waiting", flush=True)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0, os.SEEK_SET)
+    print("granted", flush=True)
+    """
+)
+
+
+def test_killed_setlkw_waiter_leaves_no_lock_behind(pair: tuple[Path, Path, Path]) -> None:
+    mountpoint, _, _ = pair
+    write_file(mountpoint / "f", b"x" * 100)
+    fd = os.open(mountpoint / "f", os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", WAITER, str(mountpoint / "f")], stdout=subprocess.PIPE, text=True
+        )
+        assert waiter.stdout is not None and waiter.stdout.readline() == "waiting\n"
+        time.sleep(0.3)  # inside SETLKW
+        waiter.kill()  # the kernel sends INTERRUPT, then the dead process's FLUSH
+        assert waiter.wait(timeout=10) == -9
+        fcntl.lockf(fd, fcntl.LOCK_UN, 10, 0)
+        time.sleep(0.2)
+        probe = subprocess.run(
+            [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+             "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)", str(mountpoint / "f")],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert probe.returncode == 0, probe.stderr  # nobody holds a phantom lock
+    finally:
+        os.close(fd)

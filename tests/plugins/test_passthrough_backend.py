@@ -151,6 +151,30 @@ def test_setlkw_waits_without_blocking_others(chain: ShareChain) -> None:
         chain.release(ops.ReleaseRequest(ROOT, "/f", fh))
 
 
+def test_setlkw_ends_on_interrupt(chain: ShareChain) -> None:
+    first, second = create(chain, "/f"), chain.open(ops.OpenRequest(ROOT, "/f", os.O_RDWR))
+    lock(chain, first, 1, fcntl.F_WRLCK, 0, WHOLE)
+    ctx = ops.Context(0, 0, 2, 0o022, threading.Event())
+    outcome: list[BaseException] = []
+
+    def waiter() -> None:
+        req = ops.SetlkRequest(ctx, "/f", second, 2, ops.Lock(0, 0, fcntl.F_WRLCK, 2), wait=True)
+        try:
+            chain.setlk(req)
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.2)
+    assert ctx.interrupt is not None
+    ctx.interrupt.set()
+    thread.join(5)
+    assert not thread.is_alive() and outcome and outcome[0].errno == errno.EINTR
+    for fh in (first, second):
+        chain.release(ops.ReleaseRequest(ROOT, "/f", fh))
+
+
 def test_flock(chain: ShareChain) -> None:
     first, second = create(chain, "/f"), chain.open(ops.OpenRequest(ROOT, "/f", os.O_RDONLY))
     req = ops.SetlkRequest(ROOT, "/f", first, 1, ops.Lock(0, WHOLE, fcntl.F_WRLCK, 1), flock=True)

@@ -3,7 +3,7 @@
 Paths become (parent directory fd, final name) through the Sandbox; operations on open files
 use the handle's descriptor. No lock is held across a system call except the brief table
 locks in RecordLocks and InodeNumbers, so blocking calls (SETLKW, fsync, big reads) only
-hold their own worker thread.
+hold their own worker thread, and a SETLKW ends on the caller's INTERRUPT.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class PassthroughBackend(Backend):
         self._has_fchmodat2 = True
 
     def close(self) -> None:
+        self.record_locks.close()
         self.sandbox.close()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -518,20 +519,21 @@ class PassthroughBackend(Backend):
         if req.flock:
             if not self.flock_locks:
                 raise _error(errno.ENOSYS, req.path)
-            self._flock(fh.fd, req.lock.type, req.wait)
+            self._flock(fh.fd, req.lock.type, req.wait, req.ctx)
             return
         if not self.posix_locks:
             raise _error(errno.ENOSYS, req.path)
-        self.record_locks.setlk(fh.key, req.owner, fh.fd, req.lock, req.wait)
+        self.record_locks.setlk(fh.key, req.owner, fh.fd, req.lock, req.wait, req.ctx)
 
-    @staticmethod
-    def _flock(fd: int, lock_type: int, wait: bool) -> None:
+    def _flock(self, fd: int, lock_type: int, wait: bool, ctx: ops.Context) -> None:
         operation = {fcntl.F_RDLCK: fcntl.LOCK_SH, fcntl.F_WRLCK: fcntl.LOCK_EX}.get(
             lock_type, fcntl.LOCK_UN
         )
-        if not wait and operation != fcntl.LOCK_UN:
-            operation |= fcntl.LOCK_NB
-        fcntl.flock(fd, operation)
+        if operation == fcntl.LOCK_UN:
+            fcntl.flock(fd, operation)
+            return
+        # Never a blocking flock: the wait must end on INTERRUPT (see locks.py).
+        self.record_locks.attempt(lambda: fcntl.flock(fd, operation | fcntl.LOCK_NB), wait, ctx)
 
     # -- data management -------------------------------------------------------------------
 

@@ -6,8 +6,11 @@ locks of different owners conflict exactly as between host processes, and locks 
 merge and split as POSIX says. Host processes see them too. The table lock is only held to
 find or add a descriptor, never across a blocking F_OFD_SETLKW.
 
-The kernel does not detect deadlocks between OFD locks, so SETLKW cycles wait (as with the
-reference virtiofsd, which refuses SETLKW outright).
+A SETLKW is a loop of non-blocking F_OFD_SETLK attempts with a growing pause (1 ms up to
+50 ms) rather than a blocking F_OFD_SETLKW: a blocked fcntl could not be ended by the
+caller's INTERRUPT or by the share shutting down, and would keep its worker thread forever.
+The kernel does not detect deadlocks between OFD locks, so a SETLKW cycle waits until one of
+the callers is interrupted (the reference virtiofsd refuses SETLKW outright).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import fcntl
 import os
 import struct
 import threading
+from collections.abc import Callable
 
 from vfsframe import ops
 
 F_OFD_GETLK = 36
 F_OFD_SETLK = 37
-F_OFD_SETLKW = 38
+F_OFD_SETLKW = 38  # not used: see the module docstring
+_FIRST_PAUSE = 0.001
+_LONGEST_PAUSE = 0.05
 # struct flock on x86_64 / aarch64: short l_type, short l_whence, off_t l_start, off_t l_len,
 # pid_t l_pid, with padding.
 _FLOCK = struct.Struct("hhqqi4x")
@@ -52,6 +58,11 @@ class RecordLocks:
     def __init__(self) -> None:
         self._inodes: dict[tuple[int, int], _Owners] = {}
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        """End every SETLKW wait (EINTR): the share is shutting down."""
+        self._closing.set()
 
     def opened(self, key: tuple[int, int]) -> None:
         with self._lock:
@@ -104,15 +115,38 @@ class RecordLocks:
         return others[0] if len(others) == 1 else 0
 
     def setlk(
-        self, key: tuple[int, int], owner: int, file_fd: int, lock: ops.Lock, wait: bool
+        self,
+        key: tuple[int, int],
+        owner: int,
+        file_fd: int,
+        lock: ops.Lock,
+        wait: bool,
+        ctx: ops.Context | None = None,
     ) -> None:
         fd = self._owner_fd(key, owner, file_fd, lock.pid)
-        try:
-            fcntl.fcntl(fd, F_OFD_SETLKW if wait else F_OFD_SETLK, _encode(lock))
-        except OSError as exc:
-            if exc.errno == errno.EACCES:  # some file systems say EACCES for a conflict
-                raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN)) from None
-            raise
+        request = _encode(lock)
+        self.attempt(lambda: fcntl.fcntl(fd, F_OFD_SETLK, request), wait, ctx)
+
+    def attempt(self, try_lock: Callable[[], object], wait: bool, ctx: ops.Context | None) -> None:
+        """Call the non-blocking ``try_lock`` until it succeeds (SETLKW) or once (SETLK):
+        EAGAIN on conflict, EINTR when the caller is interrupted or the share stops."""
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                try_lock()
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if not wait:  # some file systems say EACCES for a conflict
+                    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN)) from None
+            interrupt = ctx.interrupt if ctx is not None else None
+            (interrupt or self._closing).wait(pause)
+            if ctx is not None:
+                ctx.check_interrupted()
+            if self._closing.is_set():
+                raise InterruptedError(errno.EINTR, "the share is shutting down")
+            pause = min(pause * 2, _LONGEST_PAUSE)
 
     def release_owner(self, key: tuple[int, int], owner: int) -> None:
         """close(2) by a lock owner releases all its locks on the file (POSIX)."""
