@@ -584,12 +584,19 @@ class OverlayBackend(Backend):
                 raise _error(errno.EINVAL if path == req.new else errno.ENOENT, path)
         with self._lock:
             upper = self._upper_layer()
+            for path in (req.old, req.new):  # both parents first, as rename(2) looks them up
+                if not stat.S_ISDIR(self._resolve(wh.split(path)[0])[0][1].st_mode):
+                    raise _error(errno.ENOTDIR, path)
             source = self._resolve(req.old)
             target = self._lookup(req.new)
             if req.flags & ops.RENAME_NOREPLACE and target is not None:
                 raise _error(errno.EEXIST, req.new)
             if req.flags & ops.RENAME_EXCHANGE and target is None:
                 raise _error(errno.ENOENT, req.new)
+            if req.new.startswith(req.old + "/"):
+                raise _error(errno.EINVAL, req.new)  # into itself
+            if req.old.startswith(req.new + "/") and not req.flags & ops.RENAME_EXCHANGE:
+                raise _error(errno.ENOTEMPTY, req.new)  # onto its own ancestor
             if req.old == req.new:
                 return
             self._movable(req.old, source)
