@@ -308,3 +308,46 @@ def test_config_validation() -> None:
     with pytest.raises(ValidationError):
         CacheConfig(memory="4KiB", block_size="64KiB")
     assert CacheConfig(memory=0).memory == 0
+
+
+def test_a_new_file_at_a_renamed_name_is_not_the_old_one() -> None:
+    fs, _, _ = cached(attr_ttl=60)
+    fs.put("/a", b"first file")
+    fs.stat("/a")
+    assert fs.get("/a") == b"first file"
+    fs.rename("/a", "/b")
+    fh, _ = fs.create("/a")
+    fs.write("/a", fh, 0, b"second")
+    assert fs.read("/a", fh, 0, 100) == b"second"
+    assert fs.get("/b") == b"first file"
+    assert fs.get("/a") == b"second"
+
+
+def test_writing_a_new_file_keeps_the_rest_of_the_cache() -> None:
+    fs, backend, _ = cached(attr_ttl=60)
+    fs.put("/old", b"cached")
+    fs.stat("/old")
+    fs.get("/old")
+    reads = backend.calls["read"]
+    fh, _ = fs.create("/new")  # no lookup follows a create: the cache keeps its answer
+    fs.write("/new", fh, 0, b"fresh")
+    assert fs.get("/old") == b"cached"
+    assert backend.calls["read"] == reads
+    assert fs.stat("/new").st_size == 5
+
+
+def test_unknown_names_invalidate_every_multiply_linked_file() -> None:
+    fs, backend, _ = cached(attr_ttl=60)
+    fs.put("/single", b"1")
+    fs.put("/a", b"2")
+    fs.link("/a", "/b")
+    for path in ("/single", "/a", "/b"):
+        fs.stat(path)
+    calls = backend.calls["getattr"]
+    # Reach /a's inode through a name the cache never saw: a third link made behind it.
+    Fs(ShareChain(backend, [])).link("/a", "/c")
+    fs.setattr("/c", mode=0o600)
+    assert fs.stat("/a").st_mode & 0o777 == 0o600
+    assert fs.stat("/b").st_mode & 0o777 == 0o600
+    fs.stat("/single")
+    assert backend.calls["getattr"] == calls + 2  # /single stayed cached

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -65,6 +66,9 @@ class CacheMiddleware(Middleware):
         # Directories with something cached beneath them: renames and rmdirs of any other
         # path need not scan the tables for a subtree.
         self._parents: set[str] = set()
+        # Paths whose cached attributes show more than one name: only these can be another
+        # name of an inode the cache does not know (directories have a single name).
+        self._linked: set[str] = set()
         # The file signature (mtime, size) the cached blocks of an inode were read at.
         self._signatures: dict[int, tuple[int, int]] = {}
         self._next_offset: OrderedDict[int, int] = OrderedDict()  # sequential-read detection
@@ -126,9 +130,19 @@ class CacheMiddleware(Middleware):
         self._attrs[path] = (attr, now + self.attr_ttl)
         self._attrs.move_to_end(path)
         self._map(path, attr.st_ino)
+        if attr.st_nlink > 1 and not stat.S_ISDIR(attr.st_mode):
+            self._linked.add(path)
         while len(self._attrs) > self.max_entries:
-            old, _ = self._attrs.popitem(last=False)
-            self._unmap(old)
+            self._attrs.popitem(last=False)  # the name's inode stays known: see _map
+
+    def remember_made(self, path: str, attr: Any, expected_epoch: int) -> None:
+        """Keep the attributes a create/mkdir/... answered, unless another invalidation
+        than the operation's own happened meanwhile."""
+        if not path or attr is None:
+            return
+        with self._lock:
+            if self._epoch == expected_epoch:
+                self._remember_attr(path, attr, time.monotonic())
 
     def _map(self, path: str, ino: int) -> None:
         old = self._inos.get(path)
@@ -136,6 +150,10 @@ class CacheMiddleware(Middleware):
             return
         if old is not None:
             self._unmap(path)
+        elif len(self._inos) >= 4 * self.max_entries:
+            # Names outlive their attributes (a write needs the inode of a name whose
+            # attributes were evicted); past this bound, start over rather than guess.
+            self._clear_all()
         self._inos[path] = ino
         self._names.setdefault(ino, set()).add(path)
         directory = parent_of(path)
@@ -303,8 +321,9 @@ class CacheMiddleware(Middleware):
 
     # -- invalidation ----------------------------------------------------------------------
 
-    def invalidate(self, op: str, req: Any) -> None:
-        """Forget what ``op`` on ``req`` may have made stale."""
+    def invalidate(self, op: str, req: Any, result: Any = None) -> None:
+        """Forget what ``op`` on ``req`` (which answered ``result``, None if it failed) may
+        have made stale."""
         with self._lock:
             self._epoch += 1
             if op == "write" or op == "fallocate":
@@ -316,7 +335,10 @@ class CacheMiddleware(Middleware):
                     self._data_changed(req.path)
             elif op == "create":
                 self._entries_changed(parent_of(req.path))
-                self._data_changed(req.path)
+                if result is not None:  # an existing file opened with O_TRUNC, or a new one
+                    self._inode_changed(result[1].st_ino)
+                elif req.path in self._inos:
+                    self._data_changed(req.path)
             elif op == "setattr":
                 if req.size is not None:
                     self._data_changed(req.path)
@@ -349,8 +371,12 @@ class CacheMiddleware(Middleware):
             return
         ino = self._inos.get(path)
         if ino is None:
-            # Another name of the same inode may be cached, and we cannot tell which.
-            self._attrs.clear()
+            # Another name of the same inode may be cached, and we cannot tell which: drop
+            # the attributes of every name of a multiply-linked file.
+            self._attrs.pop(path, None)
+            for name in self._linked:
+                self._attrs.pop(name, None)
+            self._linked.clear()
             return
         for name in tuple(self._names.get(ino, ())):
             self._attrs.pop(name, None)
@@ -360,12 +386,17 @@ class CacheMiddleware(Middleware):
             return  # no name is left; only handles see this file, and they bypass the cache
         ino = self._inos.get(path)
         if ino is None:
-            self._attrs.clear()
+            self._meta_changed(path)
             if self.blocks is not None:
                 self.blocks.clear()
             self._signatures.clear()
             return
         self._meta_changed(path)
+        self._drop_data(ino)
+
+    def _inode_changed(self, ino: int) -> None:
+        for name in tuple(self._names.get(ino, ())):
+            self._attrs.pop(name, None)
         self._drop_data(ino)
 
     def _drop_data(self, ino: int) -> None:
@@ -389,7 +420,22 @@ class CacheMiddleware(Middleware):
         self._attrs.pop(path, None)
         self._listings.pop(path, None)
 
+    def _clear_all(self) -> None:
+        self._attrs.clear()
+        self._listings.clear()
+        self._inos.clear()
+        self._names.clear()
+        self._parents.clear()
+        self._linked.clear()
+        self._signatures.clear()
+        if self.blocks is not None:
+            self.blocks.clear()
+
     def _forget_subtree(self, path: str) -> None:
+        """``path`` and everything cached beneath it: the names no longer mean the same."""
+        self._unmap(path)
+        self._attrs.pop(path, None)
+        self._listings.pop(path, None)
         if path not in self._parents:
             return
         prefix = path.rstrip("/") + "/"
@@ -406,12 +452,26 @@ def _signature(attr: Any) -> tuple[int, int]:
     return attr.st_mtime_ns, attr.st_size
 
 
+# Operations that answer with the attributes of the name they made: kept, so the next
+# write to a new file knows its inode (the kernel does not look a name up after making it).
+_MAKES_NAME = {"create": "path", "mkdir": "path", "mknod": "path", "symlink": "path", "link": "new"}
+
+
 def _invalidating_wrapper(op: str) -> Any:
     def wrapper(self: CacheMiddleware, req: Any) -> Generator[None, Any, Any]:
+        with self._lock:
+            epoch = self._epoch
         try:
-            return (yield)
-        finally:
+            result = yield
+        except BaseException:
             self.invalidate(op, req)
+            raise
+        self.invalidate(op, req, result)
+        field = _MAKES_NAME.get(op)
+        if field is not None:
+            attr = result[1] if op == "create" else result
+            self.remember_made(getattr(req, field), attr, epoch + 1)
+        return result
 
     return wrapper
 
