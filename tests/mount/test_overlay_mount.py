@@ -399,3 +399,34 @@ def test_layers_with_their_own_middleware(tmp_path: Path, mountpoint: Path) -> N
     assert any("/data/blob" in line for line in lines), lines[:20]
     assert not any("/data/new" in line and "create" in line for line in lines)
     assert checksum(lower) == before
+
+
+def test_passthrough_upper_persists_across_remounts(tmp_path: Path, mountpoint: Path) -> None:
+    """Whiteouts, opaque markers and copies are plain files in the upper directory: a new
+    server over the same directories shows the same tree; a crashed copy-up's leftovers in
+    the work area are cleared."""
+    require_fuse()
+    stack = Stack(tmp_path, mountpoint, "passthrough")
+    lower = stack.lowers[0]
+    (lower / "keep").write_text("k")
+    (lower / "drop").write_text("d")
+    (lower / "untouched").write_text("u")
+    (lower / "dir").mkdir()
+    (lower / "dir" / "old").write_text("o")
+    before = stack.checksums()
+    with stack.mount():
+        os.unlink(mountpoint / "drop")
+        subprocess.run(["rm", "-rf", str(mountpoint / "dir")], check=True)
+        os.mkdir(mountpoint / "dir")
+        (mountpoint / "dir" / "new").write_text("n")
+        (mountpoint / "keep").write_text("changed")
+        first = listing(mountpoint)
+    work = stack.upper_dir / ".wh..wh..work"
+    (work / "leftover").write_text("from a crash")
+    with stack.mount():
+        assert listing(mountpoint) == first
+        os.chmod(mountpoint / "untouched", 0o600)  # the first copy-up of this run
+        assert sorted(os.listdir(mountpoint)) == ["dir", "keep", "untouched"]
+    assert os.listdir(work) == []
+    assert first == {"dir": None, "dir/new": b"n", "keep": b"changed", "untouched": b"u"}
+    assert stack.checksums() == before
