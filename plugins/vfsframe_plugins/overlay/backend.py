@@ -23,9 +23,10 @@ from vfsframe.plugin import Backend
 
 from . import whiteouts as wh
 from .inodes import ROOT_INO, InodeNumbers
-from .layers import INTERNAL, Layer, as_attr
+from .layers import INTERNAL, Layer, WatchedChain, as_attr
 
 COPY_CHUNK = 1 << 20
+DIR_CACHE_ENTRIES = 4096
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 # Errors that mean "this layer cannot store that xattr": the copy-up goes on without it.
 _XATTR_SKIP = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EPERM, errno.EACCES)
@@ -70,7 +71,12 @@ class OverlayBackend(Backend):
     def __init__(self, lower: Sequence[Any], upper: Any | None = None) -> None:
         if not lower:
             raise ValueError("an overlay needs at least one lower layer")
-        self.upper = Layer(0, upper, True) if upper is not None else None
+        # Directory path → its resolved stack, for the parents of every lookup. Only the
+        # upper layer changes (lower layers must not change under a running overlay), and
+        # every change to its names drops the whole cache.
+        self._dirs: dict[str, Stack] = {}
+        watched = WatchedChain(upper, self._dirs.clear) if upper is not None else None
+        self.upper = Layer(0, watched, True) if watched is not None else None
         first = 1 if upper is not None else 0
         self.lowers = [Layer(first + i, chain, False) for i, chain in enumerate(lower)]
         self.layers = [self.upper, *self.lowers] if self.upper else list(self.lowers)
@@ -107,12 +113,23 @@ class OverlayBackend(Backend):
         parent, name = wh.split(path)
         if wh.is_reserved(name):
             raise _error(errno.ENOENT, path)
-        parents = self._resolve(parent)
+        parents = self._dir_stack(parent)
         if not stat.S_ISDIR(parents[0][1].st_mode):
             raise _error(errno.ENOTDIR, path)
         stack = self._below(parents, path, name)
         if not stack:
             raise _error(errno.ENOENT, path)
+        return stack
+
+    def _dir_stack(self, path: str) -> Stack:
+        """``_resolve`` for a parent directory, through the cache of directory stacks."""
+        stack = self._dirs.get(path)
+        if stack is None:
+            stack = self._resolve(path)
+            if stat.S_ISDIR(stack[0][1].st_mode):
+                if len(self._dirs) >= DIR_CACHE_ENTRIES:
+                    self._dirs.clear()
+                self._dirs[path] = stack
         return stack
 
     def _below(self, parents: Stack, path: str, name: str) -> Stack:

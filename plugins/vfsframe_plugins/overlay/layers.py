@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import errno
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from vfsframe import ops
+from vfsframe.hookspecs import OPERATIONS
 
 # The overlay's own bookkeeping (whiteouts, copy-up, listings) runs with full rights, like
 # overlayfs using the mounter's credentials; user-visible operations use the caller's.
 INTERNAL = ops.Context(uid=0, gid=0, pid=0, umask=0)
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR)
+# The operations that add, remove or move names.
+NAMESPACE_OPS = ("mkdir", "mknod", "symlink", "create", "unlink", "rmdir", "rename", "link")
 
 
 def as_attr(attr: Any, ino: int) -> ops.Attr:
@@ -31,6 +35,34 @@ def as_attr(attr: Any, ino: int) -> ops.Attr:
         st_mtime_ns=attr.st_mtime_ns,
         st_ctime_ns=attr.st_ctime_ns,
     )
+
+
+class WatchedChain:
+    """A chain that calls ``changed`` after every operation on names (successful or not: a
+    failed rename may have done half its work in a backend), so caches of the layer's tree can
+    be dropped. Other operations are the chain's own bound callables: no cost added."""
+
+    def __init__(self, chain: Any, changed: Callable[[], None]) -> None:
+        self.inner = chain
+        for op in OPERATIONS:
+            setattr(self, op, getattr(chain, op))
+        for op in NAMESPACE_OPS:
+            setattr(self, op, _watched(getattr(chain, op), changed))
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
+def _watched(call: Callable[[Any], Any], changed: Callable[[], None]) -> Callable[[Any], Any]:
+    def watched(req: Any) -> Any:
+        try:
+            return call(req)
+        finally:
+            changed()
+
+    return watched
 
 
 class Layer:
