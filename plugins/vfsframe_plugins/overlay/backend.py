@@ -207,10 +207,7 @@ class OverlayBackend(Backend):
 
     def _make_whiteout(self, path: str) -> None:
         parent, name = wh.split(path)
-        upper = self._upper_layer()
-        whiteout = wh.join(parent, wh.whiteout_of(name))
-        if upper.stat(whiteout) is None:
-            upper.chain.mknod(ops.MknodRequest(INTERNAL, whiteout, stat.S_IFREG | 0o000))
+        self._make_marker(wh.join(parent, wh.whiteout_of(name)))
 
     def _drop_whiteout(self, path: str) -> bool:
         """Remove the upper whiteout of ``path`` if there is one; say whether there was."""
@@ -223,10 +220,15 @@ class OverlayBackend(Backend):
         return True
 
     def _make_opaque(self, path: str) -> None:
+        self._make_marker(wh.join(path, wh.OPAQUE))
+
+    def _make_marker(self, path: str) -> None:
+        """An empty file: made with create, which every writable backend has (mknod not)."""
         upper = self._upper_layer()
-        marker = wh.join(path, wh.OPAQUE)
-        if upper.stat(marker) is None:
-            upper.chain.mknod(ops.MknodRequest(INTERNAL, marker, stat.S_IFREG | 0o000))
+        if upper.stat(path) is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            fh, _ = upper.chain.create(ops.CreateRequest(INTERNAL, path, flags, 0o000))
+            upper.chain.release(ops.ReleaseRequest(INTERNAL, path, fh, flags))
 
     def _upper_dir(self, path: str) -> None:
         """Make sure the upper layer has directory ``path``, copying parents up as needed."""
