@@ -11,6 +11,7 @@ import random
 import stat
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from vfsframe_plugins.memory import MemoryBackend
@@ -227,3 +228,33 @@ def test_concurrent_writers_copy_up_once() -> None:
     assert ov.upper is not None
     assert ov.upper.names("/.wh..wh..work") == []
     assert ov.fs.chain.getattr(ops.GetattrRequest(ROOT, "/")).st_ino == 1
+
+
+def test_object_store_as_upper_and_passthrough_as_lower(tmp_path: Path) -> None:
+    """Markers are plain empty files, so an object store can be the upper layer."""
+    lower, store = tmp_path / "lower", tmp_path / "store"
+    (lower / "d").mkdir(parents=True)
+    (lower / "f").write_bytes(b"lowerdata")
+    (lower / "d" / "x").write_bytes(b"x")
+    store.mkdir()
+    backend = {
+        "type": "overlay",
+        "lower": [{"type": "passthrough", "root": str(lower), "readonly": True}],
+        "upper": {"type": "objectstore", "store": {"type": "local", "root": str(store)}},
+    }
+    share = validate_config({"share": [{"tag": "t", "backend": backend}]}, "<t>").shares[0]
+    chain = build_chain(share.backend, share.middleware)
+    try:
+        fs = MemFs(chain, ROOT)
+        ino = fs.stat("/f").st_ino
+        write(fs, "/f", 0, b"UPPER")
+        assert fs.read_file("/f") == b"UPPERdata" and fs.stat("/f").st_ino == ino
+        fs.unlink("/d/x")
+        fs.rmdir("/d")
+        fs.mkdir("/d")
+        assert fs.names("/d") == []
+        fs.rename("/f", "/d/f2")
+        assert sorted(fs.names("/")) == ["d"] and fs.read_file("/d/f2") == b"UPPERdata"
+    finally:
+        chain.close()
+    assert (lower / "f").read_bytes() == b"lowerdata" and (lower / "d" / "x").exists()
