@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -88,6 +89,7 @@ class PassthroughBackend(Backend):
         self.posix_locks = config.posix_locks
         self.flock_locks = config.flock
         self._has_fchmodat2 = True
+        self._read_fd_lock = threading.Lock()  # only for the rare second descriptor
 
     def close(self) -> None:
         self.record_locks.close()
@@ -352,9 +354,11 @@ class PassthroughBackend(Backend):
         if fh.flags & os.O_ACCMODE != os.O_WRONLY:
             return fh.fd
         if fh.read_fd < 0:
-            # The kernel reads through write-only handles (partial pages of the writeback
+            # The kernel may read through a write-only handle (partial pages of the writeback
             # cache); a second descriptor of the same file serves those reads.
-            fh.read_fd = os.open(f"{_PROC_FD}{fh.fd}", os.O_RDONLY | os.O_CLOEXEC)
+            with self._read_fd_lock:
+                if fh.read_fd < 0:
+                    fh.read_fd = os.open(f"{_PROC_FD}{fh.fd}", os.O_RDONLY | os.O_CLOEXEC)
         return fh.read_fd
 
     def vfs_read(self, req: ops.ReadRequest) -> bytes | int:
