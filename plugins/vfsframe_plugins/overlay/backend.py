@@ -404,11 +404,13 @@ class OverlayBackend(Backend):
     def vfs_setattr(self, req: ops.SetattrRequest) -> ops.Attr:
         with self._lock:
             upper = self._upper_layer()
-            stack = self._resolve(req.path) if req.path else None
-            ino = self._ino(req.path, stack) if stack else req.fh.ino
-            if stack is not None and stack[0][0] is not upper:
-                self._copy_up(req.path, stack, data=req.size != 0)
             handle = req.fh
+            if not req.path and not isinstance(handle, OverlayFile):
+                raise _error(errno.ENOENT)
+            if req.path:
+                stack = self._resolve(req.path)
+                if stack[0][0] is not upper:
+                    self._copy_up(req.path, stack, data=req.size != 0)
             fh = handle.fh if isinstance(handle, OverlayFile) and handle.layer is upper else None
             change = ops.SetattrRequest(
                 req.ctx,
@@ -423,7 +425,11 @@ class OverlayBackend(Backend):
                 req.ctime_ns,
                 req.kill_suid,
             )
-            return as_attr(upper.chain.setattr(change), ino)
+            attr = upper.chain.setattr(change)
+            if not req.path:  # an unlinked open file
+                return as_attr(attr, handle.ino)
+            # The number the copy-up kept (or a new one: a lower file with several names).
+            return as_attr(attr, self._ino(req.path, [(upper, attr)]))
 
     def vfs_access(self, req: ops.AccessRequest) -> None:
         with self._lock:
