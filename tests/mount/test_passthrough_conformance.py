@@ -804,3 +804,60 @@ def test_killed_setlkw_waiter_leaves_no_lock_behind(pair: tuple[Path, Path, Path
         assert probe.returncode == 0, probe.stderr  # nobody holds a phantom lock
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def tmpfs_at(path: Path) -> Iterator[Path]:
+    path.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(path)], check=True
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+        path.rmdir()
+
+
+def test_submount_exdev_and_inode_tags(pair: tuple[Path, Path, Path]) -> None:
+    """A file system mounted below the root: EXDEV across it as on the host, and its inode
+    numbers tagged so they cannot collide with the root file system's."""
+    mountpoint, root, oracle = pair
+    with tmpfs_at(root / "tm"), tmpfs_at(oracle / "tm"):
+        outcomes = []
+        for d in (mountpoint, oracle):
+            write_file(d / "file", b"x")
+            write_file(d / "tm" / "inner", b"inner")
+            seen = []
+            for call in (
+                lambda d=d: os.rename(d / "file", d / "tm" / "file"),
+                lambda d=d: os.link(d / "file", d / "tm" / "hard"),
+                lambda d=d: os.rename(d / "tm" / "inner", d / "inner"),
+            ):
+                try:
+                    call()
+                    seen.append("ok")
+                except OSError as exc:
+                    seen.append(errno.errorcode[exc.errno])
+            seen.append((d / "tm" / "inner").read_bytes())
+            outcomes.append(seen)
+        assert outcomes[0] == outcomes[1] == ["EXDEV", "EXDEV", "EXDEV", b"inner"]
+        host, seen_ino = (
+            os.lstat(root / "tm" / "inner").st_ino,
+            os.lstat(mountpoint / "tm" / "inner").st_ino,
+        )
+        assert seen_ino != host and seen_ino & ((1 << 56) - 1) == host and seen_ino >> 56 >= 1
+        assert os.lstat(mountpoint / "file").st_ino == os.lstat(root / "file").st_ino
+
+
+def test_submounts_off_refuses_crossing(host_dirs: tuple[Path, Path]) -> None:
+    root, _ = host_dirs
+    with tmpfs_at(root / "tm"):
+        write_file(root / "tm" / "inner", b"inner")
+        write_file(root / "plain", b"plain")
+        with passthrough_mount(root, submounts=False) as mountpoint:
+            assert sorted(os.listdir(mountpoint)) == ["plain"]
+            with pytest.raises(OSError) as info:
+                (mountpoint / "tm" / "inner").read_bytes()
+            assert info.value.errno == errno.EXDEV
+            assert (mountpoint / "plain").read_bytes() == b"plain"
