@@ -230,6 +230,20 @@ def test_hard_links(one_layer: Stack) -> None:
     assert one_layer.checksums() == before
 
 
+def test_writing_one_name_of_a_lower_hard_link_keeps_the_link(one_layer: Stack) -> None:
+    """The copy-up links the other names of a lower hard link to the copy: one inode."""
+    mnt = one_layer.mnt
+    before = one_layer.checksums()
+    ino = os.stat(mnt / "top-hardlink").st_ino
+    with open(mnt / "top.txt", "a") as f:
+        f.write("more\n")
+    assert (mnt / "top.txt").read_text() == "top\nmore\n"
+    assert (mnt / "top-hardlink").read_text() == "top\nmore\n"
+    assert os.stat(mnt / "top.txt").st_ino == os.stat(mnt / "top-hardlink").st_ino == ino
+    assert os.stat(mnt / "top.txt").st_nlink == 2
+    assert one_layer.checksums() == before
+
+
 def test_chmod_of_lower_file(one_layer: Stack) -> None:
     mnt = one_layer.mnt
     before = one_layer.checksums()

@@ -86,6 +86,8 @@ class OverlayBackend(Backend):
         # switch to it at their next read.
         self._copied_up: set[int] = set()
         self._work_ready = False
+        # Lower layer index → its hard-linked inodes' paths (see _aliases).
+        self._hard_links: dict[int, dict[int, list[str]]] = {}
         self._work_names = itertools.count()
 
     def close(self) -> None:
@@ -242,7 +244,8 @@ class OverlayBackend(Backend):
 
     def _copy_up(self, path: str, stack: Stack | None = None, data: bool = True) -> Any:
         """Give ``path`` an upper copy (data, mode, owner, times, xattrs) unless it has one,
-        built in the work directory and renamed into place; its overlay inode number stays."""
+        built in the work directory and renamed into place; its overlay inode number stays.
+        The other visible names of a lower file with several names are linked to the copy."""
         upper = self._upper_layer()
         stack = stack or self._resolve(path)
         layer, attr = stack[0]
@@ -257,13 +260,46 @@ class OverlayBackend(Backend):
         except BaseException:
             self._discard(work)
             raise
+        if not stat.S_ISDIR(attr.st_mode) and attr.st_nlink > 1:
+            self._link_up(layer, attr.st_ino, path)
         new = upper.stat(path)
-        # Several lower names of one inode are not copied up together: the copy is a new
-        # inode then, and gets a number of its own (see docs: hard links).
-        if stat.S_ISDIR(attr.st_mode) or attr.st_nlink <= 1:
-            self.inodes.adopt(upper.index, new.st_ino, ino)
-            self._copied_up.add(ino)
+        self.inodes.adopt(upper.index, new.st_ino, ino)
+        self._copied_up.add(ino)
         return new
+
+    def _link_up(self, layer: Layer, layer_ino: int, copied: str) -> None:
+        """Link every other name that still shows lower inode ``layer_ino`` to its upper copy,
+        so a hard link stays one inode (the kernel holds one node for all its names)."""
+        upper = self._upper_layer()
+        for alias in self._aliases(layer).get(layer_ino, ()):
+            if alias == copied:
+                continue
+            stack = self._lookup(alias)
+            if stack is None or stack[0][0] is not layer or stack[0][1].st_ino != layer_ino:
+                continue  # whited out, shadowed, or another inode by now
+            self._upper_dir(wh.split(alias)[0])
+            upper.chain.link(ops.LinkRequest(INTERNAL, copied, alias))
+
+    def _aliases(self, layer: Layer) -> dict[int, list[str]]:
+        """The layer's inodes with several names: inode → paths. Found by walking the whole
+        layer once, the first time one of its hard-linked files is copied up."""
+        table = self._hard_links.get(layer.index)
+        if table is None:
+            names: dict[int, list[str]] = {}
+            pending = ["/"]
+            while pending:
+                directory = pending.pop()
+                for entry in layer.entries(directory):
+                    if wh.is_reserved(entry.name):
+                        continue
+                    child = wh.join(directory, entry.name)
+                    if stat.S_ISDIR(entry.mode):
+                        pending.append(child)
+                    else:
+                        names.setdefault(entry.ino, []).append(child)
+            table = {ino: paths for ino, paths in names.items() if len(paths) > 1}
+            self._hard_links[layer.index] = table
+        return table
 
     def _discard(self, work: str) -> None:
         upper = self._upper_layer()
@@ -686,10 +722,11 @@ class OverlayBackend(Backend):
         layer, attr = stack[0]
         if stat.S_ISDIR(attr.st_mode) and flags & os.O_ACCMODE != os.O_RDONLY:
             raise _error(errno.EISDIR, path)
-        ino = self._ino(path, stack)
         if flags & _WRITE_FLAGS and layer is not self.upper:
             self._copy_up(path, stack, data=not flags & os.O_TRUNC)
-            layer = self._upper_layer()
+            stack = self._resolve(path)
+            layer = stack[0][0]
+        ino = self._ino(path, stack)
         fh = layer.chain.open(ops.OpenRequest(ctx, path, flags))
         return OverlayFile(layer, fh, ino, flags)
 
