@@ -351,3 +351,28 @@ def test_unknown_names_invalidate_every_multiply_linked_file() -> None:
     assert fs.stat("/b").st_mode & 0o777 == 0o600
     fs.stat("/single")
     assert backend.calls["getattr"] == calls + 2  # /single stayed cached
+
+
+def test_xattrs_are_cached_with_the_attributes_and_dropped_with_them() -> None:
+    fs, _, cache = cached(attr_ttl=60)
+    fs.put("/f", b"")
+    fs.stat("/f")
+    with raises_errno(61):  # ENODATA, as `ls -l` asks for ACLs
+        fs.getxattr("/f", "system.posix_acl_access")
+    with raises_errno(61):
+        fs.getxattr("/f", "system.posix_acl_access")
+    assert cache.hits["xattr"] == 1
+    fs.setxattr("/f", "user.a", b"1")
+    with raises_errno(61):
+        fs.getxattr("/f", "user.b")
+    fs.stat("/f")
+    assert fs.getxattr("/f", "user.a") == b"1"
+    fs.setxattr("/f", "user.a", b"2")
+    fs.stat("/f")
+    assert fs.getxattr("/f", "user.a") == b"2"
+    assert fs.chain.listxattr(ops.ListxattrRequest(ROOT, "/f")) == ["user.a"]
+    fs.chain.removexattr(ops.RemovexattrRequest(ROOT, "/f", "user.a"))
+    fs.stat("/f")
+    assert fs.chain.listxattr(ops.ListxattrRequest(ROOT, "/f")) == []
+    with raises_errno(61):
+        fs.getxattr("/f", "user.a")

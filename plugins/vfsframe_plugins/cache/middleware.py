@@ -73,8 +73,12 @@ class CacheMiddleware(Middleware):
         self._signatures: dict[int, tuple[int, int]] = {}
         self._next_offset: OrderedDict[int, int] = OrderedDict()  # sequential-read detection
         self._answer = threading.local()
-        self.hits = {"getattr": 0, "readdir": 0, "read": 0}
-        self.misses = {"getattr": 0, "readdir": 0, "read": 0}
+        # (path, xattr name, or None for the list) → (the _attrs entry it was read with,
+        # value or errno). Valid only while that very entry is: every invalidation of the
+        # attributes (setxattr, removexattr, chmod of an ACL, ...) drops the xattrs with them.
+        self._xattrs: OrderedDict[tuple[str, str | None], tuple[Any, Any]] = OrderedDict()
+        self.hits = {"getattr": 0, "readdir": 0, "read": 0, "xattr": 0}
+        self.misses = {"getattr": 0, "readdir": 0, "read": 0, "xattr": 0}
 
     def close(self) -> None:
         if self.blocks is not None:
@@ -82,25 +86,39 @@ class CacheMiddleware(Middleware):
 
     # -- hits: answered instead of the backend ----------------------------------------------
 
-    def _hand_over(self, value: Any) -> None:
-        self._answer.value = value
+    def _hand_over(self, req: Any, value: Any) -> None:
+        self._answer.pending = (req, value)
 
-    def _take_answer(self) -> Any:
-        value = getattr(self._answer, "value", None)
-        self._answer.value = None
-        return value
+    def _take_answer(self, req: Any) -> Any:
+        # Tied to the request object: an answer left behind (a wrapper beneath ours raised)
+        # is never given to another request.
+        pending = getattr(self._answer, "pending", None)
+        self._answer.pending = None
+        if pending is None or pending[0] is not req:
+            return None
+        if isinstance(pending[1], _Failure):
+            raise OSError(pending[1].code, os.strerror(pending[1].code))
+        return pending[1]
 
     @hookimpl(tryfirst=True, specname="vfs_getattr")
     def answer_getattr(self, req: ops.GetattrRequest) -> Any:
-        return self._take_answer()
+        return self._take_answer(req)
 
     @hookimpl(tryfirst=True, specname="vfs_readdir")
     def answer_readdir(self, req: ops.ReaddirRequest) -> Any:
-        return self._take_answer()
+        return self._take_answer(req)
 
     @hookimpl(tryfirst=True, specname="vfs_read")
     def answer_read(self, req: ops.ReadRequest) -> Any:
-        return self._take_answer()
+        return self._take_answer(req)
+
+    @hookimpl(tryfirst=True, specname="vfs_getxattr")
+    def answer_getxattr(self, req: ops.GetxattrRequest) -> Any:
+        return self._take_answer(req)
+
+    @hookimpl(tryfirst=True, specname="vfs_listxattr")
+    def answer_listxattr(self, req: ops.ListxattrRequest) -> Any:
+        return self._take_answer(req)
 
     # -- attributes ------------------------------------------------------------------------
 
@@ -115,7 +133,7 @@ class CacheMiddleware(Middleware):
             if found is not None and found[1] >= now:
                 self._attrs.move_to_end(path)
                 self.hits["getattr"] += 1
-                self._hand_over(found[0])
+                self._hand_over(req, found[0])
                 return (yield)
             self.misses["getattr"] += 1
             epoch = self._epoch
@@ -172,6 +190,53 @@ class CacheMiddleware(Middleware):
                 if not names:
                     del self._names[ino]
 
+    # -- extended attributes (`ls -l` asks for ACLs of every name) ----------------------------
+
+    @hookimpl(wrapper=True, trylast=True)
+    def vfs_getxattr(self, req: ops.GetxattrRequest) -> Generator[None, Any, Any]:
+        return (yield from self._xattr(req, (req.path, req.name)))
+
+    @hookimpl(wrapper=True, trylast=True)
+    def vfs_listxattr(self, req: ops.ListxattrRequest) -> Generator[None, Any, Any]:
+        return (yield from self._xattr(req, (req.path, None)))
+
+    def _xattr(self, req: Any, key: tuple[str, str | None]) -> Generator[None, Any, Any]:
+        path = key[0]
+        if not path:
+            return (yield)
+        now = time.monotonic()
+        with self._lock:
+            attrs = self._attrs.get(path)
+            if attrs is None or attrs[1] < now:
+                return (yield)  # nothing to tie the answer to
+            found = self._xattrs.get(key)
+            if found is not None and found[0] is attrs:
+                self._xattrs.move_to_end(key)
+                self.hits["xattr"] += 1
+                self._hand_over(req, found[1])
+                return (yield)
+            self.misses["xattr"] += 1
+            epoch = self._epoch
+        try:
+            result = yield
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+                self._remember_xattr(key, attrs, _Failure(exc.errno), epoch)
+            raise
+        self._remember_xattr(key, attrs, result, epoch)
+        return result
+
+    def _remember_xattr(
+        self, key: tuple[str, str | None], attrs: Any, value: Any, epoch: int
+    ) -> None:
+        with self._lock:
+            if epoch != self._epoch or self._attrs.get(key[0]) is not attrs:
+                return
+            self._xattrs[key] = (attrs, value)
+            self._xattrs.move_to_end(key)
+            while len(self._xattrs) > self.max_entries:
+                self._xattrs.popitem(last=False)
+
     # -- directory listings ----------------------------------------------------------------
 
     @hookimpl(wrapper=True, trylast=True)
@@ -185,7 +250,7 @@ class CacheMiddleware(Middleware):
             if found is not None and found[1] >= now:
                 self._listings.move_to_end(path)
                 self.hits["readdir"] += 1
-                self._hand_over(self._entries(path, found[0], now))
+                self._hand_over(req, self._entries(path, found[0], now))
                 return (yield)
             self.misses["readdir"] += 1
             epoch = self._epoch
@@ -243,7 +308,7 @@ class CacheMiddleware(Middleware):
         if cached is not None:
             self.hits["read"] += 1
             start = offset - first * block
-            self._hand_over(cached[start : start + size])
+            self._hand_over(req, cached[start : start + size])
             return (yield)
         self.misses["read"] += 1
         # Fetch whole blocks, plus readahead when the reader is going through the file in
@@ -423,6 +488,7 @@ class CacheMiddleware(Middleware):
     def _clear_all(self) -> None:
         self._attrs.clear()
         self._listings.clear()
+        self._xattrs.clear()
         self._inos.clear()
         self._names.clear()
         self._parents.clear()
@@ -446,6 +512,15 @@ class CacheMiddleware(Middleware):
             self._unmap(key)
         self._parents = {key for key in self._parents if not key.startswith(prefix)}
         self._parents.discard(path)
+
+
+class _Failure:
+    """A cached errno (ENODATA: no such xattr), raised again on a hit."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        self.code = code
 
 
 def _signature(attr: Any) -> tuple[int, int]:
