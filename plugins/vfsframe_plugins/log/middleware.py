@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Generator
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from vfsframe.plugin import Middleware
@@ -86,8 +85,20 @@ class LogMiddleware(Middleware):
             stream.write(line + "\n")
 
 
+# The last whole second formatted, and its text: one tuple, replaced whole, so a thread
+# never pairs one second with another's text.
+_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with microseconds; the date is formatted once per second."""
+    global _second
+    now = time.time()
+    second = int(now)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((now - second) * 1e6):06d}Z"
 
 
 def _count(result: Any) -> int:
