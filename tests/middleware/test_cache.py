@@ -376,3 +376,25 @@ def test_xattrs_are_cached_with_the_attributes_and_dropped_with_them() -> None:
     assert fs.chain.listxattr(ops.ListxattrRequest(ROOT, "/f")) == []
     with raises_errno(61):
         fs.getxattr("/f", "user.a")
+
+
+def test_closing_a_written_file_forgets_its_attributes() -> None:
+    """A write-back backend uploads at close, which may change what it reports."""
+    fs, backend, _ = cached(attr_ttl=60)
+    behind = Fs(ShareChain(backend, []))
+    fs.put("/f", b"data")
+    fs.stat("/f")
+    reader = fs.open("/f", os.O_RDONLY)
+    fs.release("/f", reader)
+    calls = backend.calls["getattr"]
+    fs.stat("/f")
+    assert backend.calls["getattr"] == calls  # a reader's close changes nothing
+    writer = fs.open("/f", os.O_WRONLY)
+    fs.write("/f", writer, 0, b"DATA")
+    fs.stat("/f")
+    behind.setattr("/f", mtime_ns=123_000_000_000)  # "uploaded" at close
+    fs.chain.flush(ops.FlushRequest(ROOT, "/f", writer))
+    assert fs.stat("/f").st_mtime_ns == 123_000_000_000
+    behind.setattr("/f", mtime_ns=456_000_000_000)
+    fs.release("/f", writer)
+    assert fs.stat("/f").st_mtime_ns == 456_000_000_000

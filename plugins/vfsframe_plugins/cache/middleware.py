@@ -34,6 +34,7 @@ from vfsframe_plugins._opclasses import (
     child_of,
     install_wrappers,
     parent_of,
+    writes_on_open,
 )
 
 from .blocks import BlockCache
@@ -73,6 +74,8 @@ class CacheMiddleware(Middleware):
         self._signatures: dict[int, tuple[int, int]] = {}
         self._next_offset: OrderedDict[int, int] = OrderedDict()  # sequential-read detection
         self._answer = threading.local()
+        # id() of open handles that may write: their flush/release/fsync invalidates.
+        self._writers: set[int] = set()
         # (path, xattr name, or None for the list) → (the _attrs entry it was read with,
         # value or errno). Valid only while that very entry is: every invalidation of the
         # attributes (setxattr, removexattr, chmod of an ACL, ...) drops the xattrs with them.
@@ -390,6 +393,9 @@ class CacheMiddleware(Middleware):
         """Forget what ``op`` on ``req`` (which answered ``result``, None if it failed) may
         have made stale."""
         with self._lock:
+            if op in _CLOSING:
+                self._closing(op, req)
+                return
             self._epoch += 1
             if op == "write" or op == "fallocate":
                 self._data_changed(req.path)
@@ -398,10 +404,14 @@ class CacheMiddleware(Middleware):
             elif op == "open":
                 if req.flags & os.O_TRUNC:
                     self._data_changed(req.path)
+                if result is not None and writes_on_open(req.flags):
+                    self._writers.add(id(result))
             elif op == "create":
                 self._entries_changed(parent_of(req.path))
                 if result is not None:  # an existing file opened with O_TRUNC, or a new one
                     self._inode_changed(result[1].st_ino)
+                    if result[0] is not None:
+                        self._writers.add(id(result[0]))
                 elif req.path in self._inos:
                     self._data_changed(req.path)
             elif op == "setattr":
@@ -430,6 +440,18 @@ class CacheMiddleware(Middleware):
                 self._meta_changed(req.path)
 
     # The helpers below run under the lock.
+
+    def _closing(self, op: str, req: Any) -> None:
+        """Write-back backends (object stores) upload at flush, release or fsync, which may
+        change the attributes they report (mtime, version): forget them for files that were
+        written. Handles of None cannot be told apart, so they always count as written."""
+        fh = req.fh
+        written = op == "fsync" or fh is None or id(fh) in self._writers
+        if op == "release" and fh is not None:
+            self._writers.discard(id(fh))
+        if written and req.path:
+            self._epoch += 1
+            self._meta_changed(req.path)
 
     def _meta_changed(self, path: str) -> None:
         if not path:
@@ -527,6 +549,9 @@ def _signature(attr: Any) -> tuple[int, int]:
     return attr.st_mtime_ns, attr.st_size
 
 
+# Where a write-back backend may upload what was written (see CacheMiddleware._closing).
+_CLOSING = frozenset({"flush", "release", "fsync"})
+
 # Operations that answer with the attributes of the name they made: kept, so the next
 # write to a new file knows its inode (the kernel does not look a name up after making it).
 _MAKES_NAME = {"create": "path", "mkdir": "path", "mknod": "path", "symlink": "path", "link": "new"}
@@ -553,4 +578,6 @@ def _invalidating_wrapper(op: str) -> Any:
 
 # The invalidating wrappers are innermost too: outside middleware listed after the cache,
 # they would invalidate before those finished, and a fill could slip in between.
-install_wrappers(CacheMiddleware, _invalidating_wrapper, sorted(MUTATING | {"open"}), trylast=True)
+install_wrappers(
+    CacheMiddleware, _invalidating_wrapper, sorted(MUTATING | {"open"} | _CLOSING), trylast=True
+)
