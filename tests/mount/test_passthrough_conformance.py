@@ -861,3 +861,28 @@ def test_submounts_off_refuses_crossing(host_dirs: tuple[Path, Path]) -> None:
                 (mountpoint / "tm" / "inner").read_bytes()
             assert info.value.errno == errno.EXDEV
             assert (mountpoint / "plain").read_bytes() == b"plain"
+
+
+def test_writeback_cache_mount(host_dirs: tuple[Path, Path]) -> None:
+    """With the kernel's writeback cache: the same POSIX checks, appends through two
+    descriptors, and reads of partial pages through write-only descriptors."""
+    root, oracle = host_dirs
+    require_fuse()
+    mountpoint = reachable_dir("vfsframe-pt-mnt-")
+    share = share_config({"type": "passthrough", "root": str(root)}, writeback_cache=True)
+    try:
+        with mounted_share(mountpoint, share):
+            compare(posix_script(mountpoint), posix_script(oracle))
+            fds = [os.open(mountpoint / "log", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)]
+            fds.append(os.open(mountpoint / "log", os.O_WRONLY | os.O_APPEND))
+            for index in range(40):
+                os.write(fds[index % 2], f"{index:04d} ".encode())
+            write_only = os.open(mountpoint / "partial", os.O_CREAT | os.O_WRONLY, 0o200)
+            os.pwrite(write_only, b"ab", 4097)  # the kernel must read the page around it
+            for fd in [*fds, write_only]:
+                os.fsync(fd)
+                os.close(fd)
+        assert (root / "log").read_bytes() == b"".join(f"{i:04d} ".encode() for i in range(40))
+        assert (root / "partial").read_bytes() == b"\0" * 4097 + b"ab"
+    finally:
+        mountpoint.rmdir()

@@ -35,7 +35,7 @@ def _error(code: int, path: str | bytes) -> OSError:
 def components(path: str) -> list[bytes]:
     """The names of a share path ("/a/b" → [b"a", b"b"]), each checked: "." and ".." are
     refused rather than resolved, so no path can climb, whatever it says."""
-    names = [os.fsencode(name) for name in path.split("/") if name]
+    names = [name for name in os.fsencode(path).split(b"/") if name]
     for name in names:
         if name in (b".", b"..") or b"\0" in name:
             raise _error(errno.EINVAL, path)
