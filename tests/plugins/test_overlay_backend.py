@@ -377,3 +377,42 @@ def test_readdir_through_the_session_snapshot(ov: Overlay) -> None:
     ov.fs.unlink("/d/x")
     assert sorted(entry.name for entry in first) == ["x", "y"]
     ov.fs.chain.releasedir(ops.ReleasedirRequest(ROOT, "/d", handle))
+
+
+def test_copy_file_range_within_and_across_layers(ov: Overlay) -> None:
+    source = ov.fs.open("/b", os.O_RDONLY)  # a lower handle
+    target, _ = ov.fs.create("/copy")
+    count = ov.fs.chain.copy_file_range(
+        ops.CopyFileRangeRequest(ROOT, "/b", source, 0, "/copy", target, 0, 100)
+    )
+    assert count == 100
+    other, _ = ov.fs.create("/copy2")
+    count = ov.fs.chain.copy_file_range(
+        ops.CopyFileRangeRequest(ROOT, "/copy", target, 0, "/copy2", other, 10, 50)
+    )
+    assert count == 50
+    for path, fh in (("/b", source), ("/copy", target), ("/copy2", other)):
+        ov.fs.release(path, fh)
+    assert ov.fs.read_file("/copy") == b"b" * 100
+    assert ov.fs.read_file("/copy2") == bytes(10) + b"b" * 50
+    with raises_errno(errno.EBADF):
+        reader = ov.fs.open("/a", os.O_RDONLY)
+        ov.fs.chain.copy_file_range(
+            ops.CopyFileRangeRequest(ROOT, "/copy", target, 0, "/a", reader, 0, 1)
+        )
+
+
+def test_switched_handle_releases_both_layer_handles(ov: Overlay) -> None:
+    """The lower handle a reader moved away from is released with the reader, not before
+    (another thread may still be reading through it)."""
+    lower_backend = ov.lowers[0].chain.backend
+    reader = ov.fs.open("/a", os.O_RDONLY)
+    writer = ov.fs.open("/a", os.O_WRONLY)
+    ov.fs.write("/a", writer, 0, b"new")
+    ov.fs.release("/a", writer)
+    assert ov.fs.read("/a", reader, 0, 3) == b"new"
+    assert reader.retired and reader.retired[0][0].index == 1
+    node = lower_backend._lookup("/a")
+    assert node.open_count == 1  # still held
+    ov.fs.release("/a", reader)
+    assert node.open_count == 0

@@ -15,7 +15,6 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from vfsframe import ops
@@ -36,15 +35,28 @@ def _error(code: int, path: str = "") -> OSError:
     return OSError(code, os.strerror(code), path) if path else OSError(code, os.strerror(code))
 
 
-@dataclass(eq=False)
 class OverlayFile:
-    """An open file: the layer it was opened in, that layer's handle, the overlay inode."""
+    """An open file: the layer it was opened in and that layer's handle (one tuple, replaced
+    as a whole, so a reader never pairs one layer with another's handle), the overlay inode."""
 
-    layer: Layer
-    fh: Any
-    ino: int
-    flags: int
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    __slots__ = ("flags", "ino", "lock", "opened", "retired")
+
+    def __init__(self, layer: Layer, fh: Any, ino: int, flags: int) -> None:
+        self.opened: tuple[Layer, Any] = (layer, fh)
+        self.ino = ino
+        self.flags = flags
+        self.lock = threading.Lock()
+        # Handles this one moved away from: other threads may still be reading through
+        # them, so they are released with this one.
+        self.retired: list[tuple[Layer, Any]] = []
+
+    @property
+    def layer(self) -> Layer:
+        return self.opened[0]
+
+    @property
+    def fh(self) -> Any:
+        return self.opened[1]
 
 
 class OverlayDir:
@@ -432,7 +444,8 @@ class OverlayBackend(Backend):
     def vfs_getattr(self, req: ops.GetattrRequest) -> ops.Attr:
         handle = req.fh
         if isinstance(handle, OverlayFile) and not req.path:  # unlinked: only the handle
-            attr = handle.layer.chain.getattr(ops.GetattrRequest(req.ctx, "", handle.fh))
+            layer, fh = handle.opened
+            attr = layer.chain.getattr(ops.GetattrRequest(req.ctx, "", fh))
             return as_attr(attr, handle.ino)
         with self._lock:
             return self._attr(req.path, self._resolve(req.path))
@@ -750,34 +763,25 @@ class OverlayBackend(Backend):
             ):
                 return
             fh = self.upper.chain.open(ops.OpenRequest(INTERNAL, path, handle.flags))
-            old_layer, old_fh = handle.layer, handle.fh
-            handle.layer, handle.fh = self.upper, fh
-        old_layer.chain.release(ops.ReleaseRequest(INTERNAL, path, old_fh, handle.flags))
+            handle.retired.append(handle.opened)
+            handle.opened = (self.upper, fh)
 
     def vfs_read(self, req: ops.ReadRequest) -> Any:
         handle: OverlayFile = req.fh
         self._current(handle, req.path)
-        req.fh = handle.fh
-        try:
-            return handle.layer.chain.read(req)
-        finally:
-            req.fh = handle
+        return self._on_handle(req, lambda chain, r: chain.read(r))
 
     def vfs_write(self, req: ops.WriteRequest) -> int:
-        handle: OverlayFile = req.fh
-        if handle.layer is not self.upper:
+        if req.fh.layer is not self.upper:
             raise _error(errno.EBADF, req.path)
-        req.fh = handle.fh
-        try:
-            return handle.layer.chain.write(req)
-        finally:
-            req.fh = handle
+        return self._on_handle(req, lambda chain, r: chain.write(r))
 
     def _on_handle(self, req: Any, call: Callable[[Any, Any], Any]) -> Any:
+        """``call`` with the layer's chain and ``req`` carrying the layer's handle."""
         handle: OverlayFile = req.fh
-        req.fh = handle.fh
+        layer, req.fh = handle.opened
         try:
-            return call(handle.layer.chain, req)
+            return call(layer.chain, req)
         finally:
             req.fh = handle
 
@@ -788,6 +792,9 @@ class OverlayBackend(Backend):
         return self._on_handle(req, lambda chain, r: chain.fsync(r))
 
     def vfs_release(self, req: ops.ReleaseRequest) -> None:
+        handle: OverlayFile = req.fh
+        for layer, fh in handle.retired:
+            layer.chain.release(ops.ReleaseRequest(INTERNAL, req.path, fh, handle.flags))
         return self._on_handle(req, lambda chain, r: chain.release(r))
 
     def vfs_fallocate(self, req: ops.FallocateRequest) -> None:
@@ -799,33 +806,30 @@ class OverlayBackend(Backend):
         return self._on_handle(req, lambda chain, r: chain.lseek(r))
 
     def vfs_copy_file_range(self, req: ops.CopyFileRangeRequest) -> int:
-        source: OverlayFile = req.fh_in
-        target: OverlayFile = req.fh_out
-        if target.layer is not self.upper:
+        if req.fh_out.layer is not self.upper:
             raise _error(errno.EBADF, req.path_out)
-        self._current(source, req.path_in)
-        if source.layer is target.layer:
+        self._current(req.fh_in, req.path_in)
+        (source, fh_in), (target, fh_out) = req.fh_in.opened, req.fh_out.opened
+        if source is target:
             inner = ops.CopyFileRangeRequest(
                 req.ctx,
                 req.path_in,
-                source.fh,
+                fh_in,
                 req.offset_in,
                 req.path_out,
-                target.fh,
+                fh_out,
                 req.offset_out,
                 req.length,
                 req.flags,
             )
-            return target.layer.chain.copy_file_range(inner)
+            return target.chain.copy_file_range(inner)
         # Across layers: read and write, one bounded chunk.
         buffer = bytearray(min(req.length, COPY_CHUNK))
-        chunk = self._read_into(source.layer.chain, req.path_in, source.fh, req.offset_in, buffer)
+        chunk = self._read_into(source.chain, req.path_in, fh_in, req.offset_in, buffer)
         if not chunk:
             return 0
-        write = ops.WriteRequest(
-            req.ctx, req.path_out, target.fh, req.offset_out, [chunk], len(chunk)
-        )
-        return target.layer.chain.write(write)
+        write = ops.WriteRequest(req.ctx, req.path_out, fh_out, req.offset_out, [chunk], len(chunk))
+        return target.chain.write(write)
 
     # -- directories -----------------------------------------------------------------------
 
