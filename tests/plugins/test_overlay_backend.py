@@ -416,3 +416,10 @@ def test_switched_handle_releases_both_layer_handles(ov: Overlay) -> None:
     assert node.open_count == 1  # still held
     ov.fs.release("/a", reader)
     assert node.open_count == 0
+
+
+def test_a_0_0_device_made_in_the_overlay_is_a_device(ov: Overlay) -> None:
+    """Device whiteouts are read in lower layers only; the upper layer's are ordinary."""
+    ov.fs.chain.mknod(ops.MknodRequest(ROOT, "/dev0", stat.S_IFCHR | 0o600, 0))
+    assert stat.S_ISCHR(ov.fs.stat("/dev0").st_mode)
+    assert "dev0" in ov.fs.names("/")

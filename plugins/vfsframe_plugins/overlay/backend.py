@@ -156,7 +156,7 @@ class OverlayBackend(Backend):
                 if layer.stat(wh.join(parent, wh.whiteout_of(name))) is not None:
                     break
                 continue
-            if wh.is_device_whiteout(attr):
+            if not layer.writable and wh.is_device_whiteout(attr):  # overlayfs-made layers
                 break
             is_dir = stat.S_ISDIR(attr.st_mode)
             if stack and not is_dir:
@@ -873,7 +873,7 @@ class OverlayBackend(Backend):
                     continue
                 if name in seen or name in hidden:
                     continue
-                if stat.S_ISCHR(entry.mode):
+                if stat.S_ISCHR(entry.mode) and not layer.writable:
                     attr = entry.attr or layer.stat(wh.join(path, name))
                     if attr is not None and wh.is_device_whiteout(attr):
                         whited.add(name)
