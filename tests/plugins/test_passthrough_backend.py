@@ -337,3 +337,32 @@ def test_fallocate_lseek_copy_file_range(chain: ShareChain, tmp_path: Path) -> N
     chain.syncfs(ops.SyncfsRequest(ROOT))
     for fh in (src, dst):
         chain.release(ops.ReleaseRequest(ROOT, "", fh))
+
+
+def test_devices_when_allowed(tmp_path: Path) -> None:
+    chain = make_chain(tmp_path, allow_devices=True)
+    attr = chain.mknod(ops.MknodRequest(ROOT, "/null", stat.S_IFCHR | 0o666, os.makedev(1, 3)))
+    assert stat.S_ISCHR(attr.st_mode) and attr.st_rdev == os.makedev(1, 3)
+    fh = chain.open(ops.OpenRequest(ROOT, "/null", os.O_RDWR))
+    assert chain.write(ops.WriteRequest(ROOT, "/null", fh, 0, [memoryview(b"gone")], 4)) == 4
+    chain.release(ops.ReleaseRequest(ROOT, "/null", fh))
+    chain.close()
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("strip", 0), ("passthrough", os.O_DIRECT)])
+def test_direct_io_policy(tmp_path: Path, policy: str, expected: int) -> None:
+    (tmp_path / "f").write_bytes(b"x" * 4096)
+    chain = make_chain(tmp_path, direct_io=policy)
+    fh = chain.open(ops.OpenRequest(ROOT, "/f", os.O_RDONLY | os.O_DIRECT))
+    assert fcntl.fcntl(fh.fd, fcntl.F_GETFL) & os.O_DIRECT == expected  # type: ignore[attr-defined]
+    chain.release(ops.ReleaseRequest(ROOT, "/f", fh))
+    chain.close()
+
+
+def test_direct_io_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    chain = make_chain(tmp_path, direct_io="refuse")
+    with pytest.raises(OSError) as info:
+        chain.open(ops.OpenRequest(ROOT, "/f", os.O_RDONLY | os.O_DIRECT))
+    assert info.value.errno == errno.EINVAL
+    chain.close()
