@@ -444,3 +444,36 @@ def test_passthrough_upper_persists_across_remounts(tmp_path: Path, mountpoint: 
     assert os.listdir(work) == []
     assert first == {"dir": None, "dir/new": b"n", "keep": b"changed", "untouched": b"u"}
     assert stack.checksums() == before
+
+
+def test_tar_over_the_lower_tree_then_remove_everything(one_layer: Stack, tmp_path: Path) -> None:
+    """Ordinary tools over a merged tree: unpack a tree over the lower names (replacing files,
+    merging directories), compare, then rm -rf everything: the root is empty."""
+    mnt = one_layer.mnt
+    before = one_layer.checksums()
+    source = tmp_path / "source"
+    (source / "dir" / "sub").mkdir(parents=True)
+    (source / "dir" / "file.txt").write_text("replaced\n")
+    (source / "dir" / "sub" / "added").write_bytes(os.urandom(70_000))
+    (source / "extra").mkdir()
+    (source / "extra" / "f").write_text("f")
+    archive = tmp_path / "tree.tar"
+    subprocess.run(["tar", "cf", str(archive), "-C", str(source), "."], check=True)
+    subprocess.run(["tar", "xf", str(archive), "-C", str(mnt)], check=True)
+    assert (mnt / "dir" / "file.txt").read_text() == "replaced\n"
+    assert sorted(os.listdir(mnt / "dir" / "sub")) == ["added", "bin"]
+    assert (mnt / "dir" / "sub" / "added").read_bytes() == (source / "dir/sub/added").read_bytes()
+    found = subprocess.run(["find", ".", "-type", "f"], cwd=mnt, capture_output=True, text=True)
+    assert sorted(found.stdout.split()) == [
+        "./dir/file.txt",
+        "./dir/sub/added",
+        "./dir/sub/bin",
+        "./extra/f",
+        "./mode.txt",
+        "./top-hardlink",
+        "./top.txt",
+    ]
+    for name in os.listdir(mnt):
+        subprocess.run(["rm", "-rf", str(mnt / name)], check=True)
+    assert os.listdir(mnt) == []
+    assert one_layer.checksums() == before
