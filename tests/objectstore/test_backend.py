@@ -7,6 +7,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,6 +141,19 @@ def test_sequential_reads_grow_the_window_and_random_reads_do_not() -> None:
     for offset in (7 << 20, 1 << 20, 5 << 20):
         assert handle.read(reader, offset, 4096, (), 4 << 20) == data[offset : offset + 4096]
     assert [length for _, length in reader.gets] == [4096, 4096, 4096]
+
+
+def test_readahead_fetches_the_next_window_in_the_background() -> None:
+    data = os.urandom(20 << 20)
+    reader = CountingReader(data)
+    handle = FileHandle(OpenInode(2, "/f", Meta(stat.S_IFREG, 0, 0, 0), None), os.O_RDONLY)
+    got = bytearray()
+    with ThreadPoolExecutor(2) as pool:
+        for offset in range(0, len(data), 1 << 20):
+            got += handle.read(reader, offset, 1 << 20, (), 8 << 20, pool)  # type: ignore[operator]
+        handle.close()
+    assert bytes(got) == data
+    assert len(reader.gets) <= 6 and max(length for _, length in reader.gets) == 8 << 20
 
 
 @pytest.fixture

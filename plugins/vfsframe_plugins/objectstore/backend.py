@@ -45,6 +45,7 @@ META_CACHE_MAX = 200_000
 # asking the store again (the kernel's own negative entry lasts as long).
 NEGATIVE_TTL = 1.0
 BLOCK = 512
+FETCH_WORKERS = 16
 
 
 def _error(code: int, path: str = "") -> OSError:
@@ -86,19 +87,23 @@ class ObjectStoreBackend(Backend):
         self._threshold = int(config.multipart_threshold)
         self._readahead = int(config.readahead)
         self._staging_dir = str(config.staging_dir or tempfile.gettempdir())
-        self._pool = ThreadPoolExecutor(config.upload_concurrency, "objectstore")
+        self._pool = ThreadPoolExecutor(config.upload_concurrency, "objectstore-upload")
+        # Background GETs (readahead) and HEADs (attributes for listings): never nested.
+        self._fetch_pool = ThreadPoolExecutor(FETCH_WORKERS, "objectstore-fetch")
         self._lock = threading.Lock()
         # path → st_ino, kept while the server runs: the session keys nodes by st_ino.
         self._inos: dict[str, int] = {"/": 1}
         self._next_ino = 2
         self._open: dict[str, OpenInode] = {}  # path → inode, while open
         self._misses: dict[str, float] = {}  # path → when getattr found nothing
+        self._dirs: dict[str, bool] = {}  # path → whether it was a directory when last found
         # key → (version, meta) of objects seen, so listings can carry full attributes.
         self._meta_cache: OrderedDict[str, tuple[str, Meta]] = OrderedDict()
         self._started = time.time_ns()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._fetch_pool.shutdown(wait=True)
         self.store.close()
 
     # -- tables --------------------------------------------------------------------------
@@ -133,8 +138,17 @@ class ObjectStoreBackend(Backend):
 
     def _missed_recently(self, path: str) -> bool:
         with self._lock:
-            when = self._misses.pop(path, None)
+            when = self._misses.get(path)
         return when is not None and time.monotonic() - when < NEGATIVE_TTL
+
+    def _appeared(self, path: str) -> None:
+        """``path`` (and anything under it) exists now: drop remembered misses."""
+        below = path.rstrip("/") + "/"
+        with self._lock:
+            self._misses.pop(path, None)
+            if self._misses:
+                for stale in [p for p in self._misses if p.startswith(below)]:
+                    del self._misses[stale]
 
     # -- attributes ----------------------------------------------------------------------
 
@@ -172,30 +186,53 @@ class ObjectStoreBackend(Backend):
         an implicit directory (keys under it, no marker). ENOENT otherwise."""
         if path == "/":
             return Found(stat.S_IFDIR, self._default_meta(stat.S_IFDIR, self._started), None)
+        if self._missed_recently(path):
+            # The kernel looks a new name up twice before creating it; the second answer
+            # is the first one's (another mount's new name shows up within NEGATIVE_TTL).
+            raise _error(errno.ENOENT, path)
         key = _key(path)
-        try:
-            info = self.store.head(key)
-        except FileNotFoundError:
-            pass
-        else:
-            meta = self._meta_of(info, stat.S_IFREG)
-            return Found(stat.S_IFMT(meta.mode), meta, info)
-        try:
-            info = self.store.head(key + "/")
-        except FileNotFoundError:
-            pass
-        else:
-            meta = self._meta_of(info, stat.S_IFDIR)
-            meta.mode = stat.S_IFDIR | stat.S_IMODE(meta.mode)
-            return Found(stat.S_IFDIR, meta, info)
-        page = self.store.list(key + "/", None, None, 1)
-        if page.objects or page.prefixes:
-            return Found(stat.S_IFDIR, self._default_meta(stat.S_IFDIR, self._started), None)
+        with self._lock:
+            was_dir = self._dirs.get(path, False)
+        # A path last seen as a directory is checked as one first: one request, not two.
+        found = (self._find_dir(key) if was_dir else None) or self._find_object(key)
+        if found is None and not was_dir:
+            found = self._find_dir(key)
+        if found is not None:
+            with self._lock:
+                if len(self._dirs) > META_CACHE_MAX:
+                    self._dirs.clear()
+                self._dirs[path] = found.kind == stat.S_IFDIR
+            return found
         with self._lock:
             self._misses[path] = time.monotonic()
             if len(self._misses) > 10_000:
                 self._misses.clear()
         raise _error(errno.ENOENT, path)
+
+    def _find_object(self, key: str) -> Found | None:
+        try:
+            info = self.store.head(key)
+        except FileNotFoundError:
+            return None
+        meta = self._meta_of(info, stat.S_IFREG)
+        return Found(stat.S_IFMT(meta.mode), meta, info)
+
+    def _find_dir(self, key: str) -> Found | None:
+        # One listing answers both "is there a marker" and "are there keys below": the
+        # marker, when present, sorts first. A missing name costs two requests in all.
+        page = self.store.list(key + "/", None, None, 1)
+        if page.objects and page.objects[0].key == key + "/":
+            marker = page.objects[0]
+            meta = self._cached_meta(marker)
+            if meta is None:
+                marker = self.store.head(marker.key)
+                meta = self._meta_of(marker, stat.S_IFDIR)
+            meta = meta.copy()
+            meta.mode = stat.S_IFDIR | stat.S_IMODE(meta.mode)
+            return Found(stat.S_IFDIR, meta, marker)
+        if page.objects or page.prefixes:
+            return Found(stat.S_IFDIR, self._default_meta(stat.S_IFDIR, self._started), None)
+        return None
 
     def _find_or_none(self, path: str) -> Found | None:
         try:
@@ -328,6 +365,9 @@ class ObjectStoreBackend(Backend):
         if self._exists(req.path):
             raise _error(errno.EEXIST, req.path)
         meta = self._new_meta(req.ctx, stat.S_IFDIR | req.mode)
+        self._appeared(req.path)
+        with self._lock:
+            self._dirs[req.path] = True
         info = self.store.put(
             _key(req.path) + "/", b"", meta.encode_within(self.store.metadata_limit)
         )
@@ -362,6 +402,7 @@ class ObjectStoreBackend(Backend):
         if self._exists(req.path):
             raise _error(errno.EEXIST, req.path)
         meta = self._new_meta(req.ctx, stat.S_IFLNK | 0o777)
+        self._appeared(req.path)
         info = self.store.put(_key(req.path), target, meta.encode_within(self.store.metadata_limit))
         self._remember_meta(info, meta)
         return self._attr(req.path, meta, len(target))
@@ -380,6 +421,7 @@ class ObjectStoreBackend(Backend):
         if self._exists(req.path):
             raise _error(errno.EEXIST, req.path)
         meta = self._new_meta(req.ctx, stat.S_IFREG | (req.mode & 0o7777))
+        self._appeared(req.path)
         info = self.store.put(_key(req.path), b"", meta.encode_within(self.store.metadata_limit))
         self._remember_meta(info, meta)
         return self._attr(req.path, meta, 0)
@@ -454,6 +496,7 @@ class ObjectStoreBackend(Backend):
 
     def _moved(self, old: str, new: str) -> None:
         """Carry inode numbers and open inodes from ``old`` (and below it) to ``new``."""
+        self._appeared(new)
         below = old.rstrip("/") + "/"
         with self._lock:
             for table in (self._inos, self._open):
@@ -478,13 +521,17 @@ class ObjectStoreBackend(Backend):
                 futures.append(self._pool.submit(self.store.put, new_prefix, b"", meta))
             else:
                 target = new_prefix + key[len(old_prefix) :]
-                futures.append(self._pool.submit(self.store.copy, key, target))
+                futures.append(self._fetch_pool.submit(self.store.copy, key, target))
         failure: BaseException | None = None
         for future in futures:
             try:
-                future.result()
+                info = future.result()
             except BaseException as exc:
                 failure = failure or exc
+            else:
+                if info.metadata is not None:  # listings of the new tree need no HEADs
+                    kind = stat.S_IFDIR if info.key.endswith("/") else stat.S_IFREG
+                    self._meta_of(info, kind)
         if failure is not None:
             raise failure
         self.store.delete_many(k for k in keys if k)
@@ -549,6 +596,7 @@ class ObjectStoreBackend(Backend):
             handle = self._opened(self._inode_for(req.path, found), req.flags)
             return handle, self._inode_attr(handle.inode, req.path)
         meta = self._new_meta(req.ctx, stat.S_IFREG | req.mode)
+        self._appeared(req.path)
         fresh = OpenInode(self._ino(req.path), req.path, meta, None)
         with fresh.lock:
             self._stage(fresh, keep=False)
@@ -613,7 +661,9 @@ class ObjectStoreBackend(Backend):
                 if path is None:
                     raise _error(errno.ESTALE, req.path)
                 handle.reader = self.store.open_reader(_key(path), info)
-            return handle.read(handle.reader, req.offset, req.size, req.buffers, self._readahead)
+            return handle.read(
+                handle.reader, req.offset, req.size, req.buffers, self._readahead, self._fetch_pool
+            )
 
     def vfs_write(self, req: ops.WriteRequest) -> int:
         if req.offset < 0:
@@ -727,12 +777,12 @@ class ObjectStoreBackend(Backend):
         token: str | None = None
         while True:
             page = self.store.list(prefix, "/", token, self.config.list_page_size)
-            for info in page.objects:
+            metas = self._page_metadata(page.objects)
+            for info, meta in zip(page.objects, metas, strict=True):
                 name = info.key[len(prefix) :]
                 if not _listable(name) or name in seen:
                     continue
                 seen.add(name)
-                meta = self._cached_meta(info)
                 child = base + name
                 attr = self._attr(child, meta, info.size) if meta is not None else None
                 mode = meta.mode if meta is not None else stat.S_IFREG
@@ -755,6 +805,29 @@ class ObjectStoreBackend(Backend):
             name = child.rpartition("/")[2]
             if name not in seen:
                 yield ops.DirEntry(name, inode.ino, inode.meta.mode, None)
+
+    def _page_metadata(self, objects: list[ObjectInfo]) -> list[Meta | None]:
+        """Attributes for a listing page: a listing has no user metadata, so objects not
+        seen before are HEADed, many at once. Entries get full attributes, and READDIRPLUS
+        needs no getattr per name."""
+        metas: list[Meta | None] = [self._cached_meta(info) for info in objects]
+        missing = [index for index, meta in enumerate(metas) if meta is None]
+        if self.config.listing_attributes == "listing":
+            for index in missing:
+                metas[index] = self._default_meta(stat.S_IFREG, objects[index].mtime_ns)
+            return metas
+        heads = self._fetch_pool.map(self._head_or_none, [objects[i].key for i in missing])
+        for index, info in zip(missing, heads, strict=True):
+            if info is not None:
+                kind = stat.S_IFDIR if info.key.endswith("/") else stat.S_IFREG
+                metas[index] = self._meta_of(info, kind)
+        return metas
+
+    def _head_or_none(self, key: str) -> ObjectInfo | None:
+        try:
+            return self.store.head(key)
+        except OSError:
+            return None  # gone meanwhile, or unreadable: the session asks getattr for it
 
     def vfs_releasedir(self, req: ops.ReleasedirRequest) -> None:
         return None

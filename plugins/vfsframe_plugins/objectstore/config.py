@@ -76,6 +76,14 @@ class ObjectStoreConfig(PluginConfig):
     list_page_size: int = Field(
         1000, ge=1, le=1000, description="Keys per listing request (S3 returns at most 1000)."
     )
+    listing_attributes: Literal["head", "listing"] = Field(
+        "head",
+        description="Where directory listings take attributes from. 'head': a listing "
+        "carries no user metadata, so objects not seen before are HEADed (16 at once) and "
+        "entries carry their real mode, owner and mtime. 'listing': size and last-modified "
+        "from the listing, mode and owner from the defaults below, no HEAD (fast for buckets "
+        "written by other tools; a stat still HEADs and sees the real attributes).",
+    )
     staging_dir: Path | None = Field(
         None,
         description="Host directory for the write-back staging files of files open for "

@@ -11,9 +11,11 @@ its first read, so one handle reads one version of the object (close-to-open).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future
 
 from .metadata import Meta
 from .store import ObjectInfo, ObjectReader
@@ -55,12 +57,18 @@ def copy_out(source: memoryview, buffers: Sequence[memoryview]) -> int:
 
 
 class FileHandle:
-    """One open(2) of a file: its flags and its readahead window."""
+    """One open(2) of a file: its flags and its readahead.
+
+    A sequential reader's window doubles from MIN_WINDOW (or twice the read) up to the
+    configured readahead; while the reader consumes one window the next is fetched in the
+    background, so the store streams while the kernel copies."""
 
     __slots__ = (
         "_buffer",
         "_end",
         "_next",
+        "_pending",
+        "_pending_start",
         "_start",
         "_window",
         "flags",
@@ -78,6 +86,8 @@ class FileHandle:
         self._start = self._end = 0  # the buffered range of the object
         self._next = -1  # where a sequential reader reads next
         self._window = 0
+        self._pending: Future[bytearray] | None = None  # the next window, being fetched
+        self._pending_start = 0
 
     @property
     def writable(self) -> bool:
@@ -90,55 +100,89 @@ class FileHandle:
         size: int,
         buffers: Sequence[memoryview],
         limit: int,
+        pool: Executor | None = None,
     ) -> bytes | int:
         """Serve a read from the readahead buffer or with a ranged GET; with ``buffers``
         fill them and return the count, else return the bytes."""
         size = max(0, min(size, reader.size - offset))
         if size == 0:
             return 0 if buffers else b""
-        if not (self._start <= offset and offset + size <= self._end):
-            self._fetch(reader, offset, size, limit)
-            if self._buffer is None:  # read straight into the caller's buffers
+        if not self._covers(offset, size) and not self._take_pending(offset, size):
+            # A read from the start counts as sequential: most files are read whole.
+            sequential = offset in (self._next, 0)
+            grown = max(self._window * 2, size * 2, MIN_WINDOW)
+            self._window = min(limit, grown) if sequential else 0
+            length = min(max(size, self._window), reader.size - offset)
+            if length == size:  # no readahead: straight into the caller's buffers
                 self._next = offset + size
-                return self._direct(reader, offset, size, buffers)
+                return _direct(reader, offset, size, buffers)
+            self._buffer = _fetch(reader, offset, length)
+            self._start, self._end = offset, offset + len(self._buffer)
         self._next = offset + size
         view = memoryview(self._buffer)[offset - self._start : offset - self._start + size]
         try:
-            return copy_out(view, buffers) if buffers else bytes(view)
+            result = copy_out(view, buffers) if buffers else bytes(view)
         finally:
             view.release()
+        self._prefetch(reader, limit, pool)
+        return result
 
-    def _fetch(self, reader: ObjectReader, offset: int, size: int, limit: int) -> None:
-        sequential = offset == self._next
-        self._window = min(limit, max(self._window * 2, MIN_WINDOW)) if sequential else 0
-        length = min(max(size, self._window), reader.size - offset)
-        if length == size:
-            self._buffer = None  # type: ignore[assignment]  # marks a direct read
-            self._start = self._end = 0
+    def _covers(self, offset: int, size: int) -> bool:
+        return self._start <= offset and offset + size <= self._end
+
+    def _take_pending(self, offset: int, size: int) -> bool:
+        """Make the background window the buffer if it holds the read."""
+        if self._pending is None:
+            return False
+        pending, self._pending = self._pending, None
+        buffer = pending.result()
+        start = self._pending_start
+        if not (start <= offset and offset + size <= start + len(buffer)):
+            return False
+        self._buffer, self._start, self._end = buffer, start, start + len(buffer)
+        return True
+
+    def _prefetch(self, reader: ObjectReader, limit: int, pool: Executor | None) -> None:
+        # One window always in flight ahead of the reader.
+        if pool is None or self._pending is not None or self._window == 0:
             return
-        buffer = bytearray(length)
-        count = reader.read_into(offset, [memoryview(buffer)])
-        del buffer[count:]
-        self._buffer, self._start, self._end = buffer, offset, offset + count
-
-    def _direct(
-        self, reader: ObjectReader, offset: int, size: int, buffers: Sequence[memoryview]
-    ) -> bytes | int:
-        self._buffer = bytearray()
-        if buffers:
-            views, left = [], size
-            for buffer in buffers:  # only as much as was asked: a GET of exactly size bytes
-                if left <= 0:
-                    break
-                views.append(buffer[:left])
-                left -= len(views[-1])
-            return reader.read_into(offset, views)
-        data = bytearray(size)
-        count = reader.read_into(offset, [memoryview(data)])
-        return bytes(data[:count])
+        if self._end >= reader.size or self._next < self._start:
+            return
+        self._window = min(limit, self._window * 2)
+        start = self._end
+        self._pending_start = start
+        self._pending = pool.submit(_fetch, reader, start, min(self._window, reader.size - start))
 
     def close(self) -> None:
+        if self._pending is not None:
+            # Let a background GET finish before its reader goes away.
+            with contextlib.suppress(Exception):
+                self._pending.result()
+            self._pending = None
         if self.reader is not None:
             self.reader.close()
             self.reader = None
         self._buffer = bytearray()
+
+
+def _fetch(reader: ObjectReader, offset: int, length: int) -> bytearray:
+    buffer = bytearray(length)
+    count = reader.read_into(offset, [memoryview(buffer)])
+    del buffer[count:]
+    return buffer
+
+
+def _direct(
+    reader: ObjectReader, offset: int, size: int, buffers: Sequence[memoryview]
+) -> bytes | int:
+    if buffers:
+        views, left = [], size
+        for buffer in buffers:  # only as much as was asked: a GET of exactly size bytes
+            if left <= 0:
+                break
+            views.append(buffer[:left])
+            left -= len(views[-1])
+        return reader.read_into(offset, views)
+    data = bytearray(size)
+    count = reader.read_into(offset, [memoryview(data)])
+    return bytes(data[:count])

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -280,20 +283,43 @@ class S3Store(ObjectStore):
         except Exception as exc:  # the body broke off mid-stream
             raise _os_error(exc, key) from exc
 
+    def _written(
+        self, key: str, response: dict[str, Any], size: int, metadata: dict[str, str] | None
+    ) -> ObjectInfo:
+        """What a PUT or COPY made, from its response, without another HEAD. The response's
+        Date stands in for Last-Modified: should they differ, the version merely fails to
+        match a later listing's, which costs a HEAD, never a wrong answer."""
+        etag = response.get("ETag") or response.get("CopyObjectResult", {}).get("ETag", "")
+        modified = response.get("CopyObjectResult", {}).get("LastModified")
+        if modified is None:
+            date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
+            modified = parsedate_to_datetime(date) if date else datetime.now(UTC)
+        seconds = int(modified.timestamp())
+        return ObjectInfo(key, size, seconds * 1_000_000_000, f"{etag}@{seconds}", metadata)
+
     def put(self, key: str, data: bytes | BinaryIO, metadata: dict[str, str]) -> ObjectInfo:
-        self._call("put_object", key, Key=self.prefix + key, Body=data, Metadata=metadata)
-        return self.head(key)
+        if isinstance(data, bytes | bytearray | memoryview):
+            size = len(data)
+        else:
+            size = os.fstat(data.fileno()).st_size - data.tell()
+        response = self._call(
+            "put_object", key, Key=self.prefix + key, Body=data, Metadata=metadata
+        )
+        return self._written(key, response, size, metadata)
 
     def copy(self, source: str, target: str, metadata: dict[str, str] | None = None) -> ObjectInfo:
         copy_source = {"Bucket": self.bucket, "Key": self.prefix + source}
         extra: dict[str, Any] = {"MetadataDirective": "COPY"}
         if metadata is not None:
             extra = {"MetadataDirective": "REPLACE", "Metadata": metadata}
-        size = self.head(source).size if metadata is None else None
-        if size is not None and size > MAX_COPY:
-            return self._copy_in_parts(source, target, size, metadata)
-        self._call("copy_object", target, Key=self.prefix + target, CopySource=copy_source, **extra)
-        return self.head(target)
+        origin = self.head(source)
+        if origin.size > MAX_COPY:
+            return self._copy_in_parts(source, target, origin.size, metadata)
+        response = self._call(
+            "copy_object", target, Key=self.prefix + target, CopySource=copy_source, **extra
+        )
+        kept = origin.metadata if metadata is None else metadata
+        return self._written(target, response, origin.size, kept)
 
     def _copy_in_parts(
         self, source: str, target: str, size: int, metadata: dict[str, str] | None
