@@ -366,3 +366,21 @@ def test_direct_io_refused(tmp_path: Path) -> None:
         chain.open(ops.OpenRequest(ROOT, "/f", os.O_RDONLY | os.O_DIRECT))
     assert info.value.errno == errno.EINVAL
     chain.close()
+
+
+def test_empty_path_without_handle_never_means_the_root(chain: ShareChain, tmp_path: Path) -> None:
+    before = (tmp_path).stat()
+    for call in (
+        lambda: chain.setattr(ops.SetattrRequest(ROOT, "", mode=0o777)),
+        lambda: chain.getattr(ops.GetattrRequest(ROOT, "")),
+        lambda: chain.setxattr(ops.SetxattrRequest(ROOT, "", "user.x", b"1")),
+    ):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.ENOENT
+    assert tmp_path.stat().st_mode == before.st_mode
+    fh = create(chain, "/f")
+    chain.unlink(ops.UnlinkRequest(ROOT, "/f"))
+    attr = chain.setattr(ops.SetattrRequest(ROOT, "", fh, mode=0o600, size=3))
+    assert stat.S_IMODE(attr.st_mode) == 0o600 and attr.st_size == 3 and attr.st_nlink == 0
+    chain.release(ops.ReleaseRequest(ROOT, "", fh))

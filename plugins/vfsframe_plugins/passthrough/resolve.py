@@ -35,6 +35,10 @@ def _error(code: int, path: str | bytes) -> OSError:
 def components(path: str) -> list[bytes]:
     """The names of a share path ("/a/b" → [b"a", b"b"]), each checked: "." and ".." are
     refused rather than resolved, so no path can climb, whatever it says."""
+    if not path:
+        # The session's path of an open file that lost its last name: only its handle can
+        # reach it, and "" must never mean the root.
+        raise _error(errno.ENOENT, path)
     names = [name for name in os.fsencode(path).split(b"/") if name]
     for name in names:
         if name in (b".", b"..") or b"\0" in name:
