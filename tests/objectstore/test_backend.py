@@ -249,3 +249,19 @@ def test_implicit_directories_from_foreign_keys(backend: ObjectStoreBackend) -> 
     backend.vfs_rename(ops.RenameRequest(CTX, "/photos", "/pics"))
     assert backend.store.get("pics/2024/a.jpg") == b"jpg"
     assert backend.store.head("pics/").size == 0  # the renamed directory got a marker
+
+
+def test_rename_over_a_file_open_for_writing(backend: ObjectStoreBackend) -> None:
+    old, _ = backend.vfs_create(ops.CreateRequest(CTX, "/a", os.O_RDWR, 0o644))
+    write(backend, old, 0, b"old contents")
+    new, _ = backend.vfs_create(ops.CreateRequest(CTX, "/b", os.O_RDWR, 0o644))
+    write(backend, new, 0, b"new")
+    backend.vfs_flush(ops.FlushRequest(CTX, "/b", new))
+    backend.vfs_release(ops.ReleaseRequest(CTX, "/b", new))
+    backend.vfs_rename(ops.RenameRequest(CTX, "/b", "/a"))
+    # The replaced file is unlinked: closing it must not overwrite the renamed one.
+    backend.vfs_flush(ops.FlushRequest(CTX, "", old))
+    backend.vfs_release(ops.ReleaseRequest(CTX, "", old))
+    assert backend.store.get("a") == b"new"
+    attr = backend.vfs_getattr(ops.GetattrRequest(CTX, "", old))
+    assert attr.st_size == len(b"old contents")

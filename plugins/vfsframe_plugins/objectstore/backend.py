@@ -162,10 +162,10 @@ class ObjectStoreBackend(Backend):
         self._remember_meta(info, meta)
         return meta
 
-    def _attr(self, path: str, meta: Meta, size: int) -> ops.Attr:
+    def _attr(self, path: str, meta: Meta, size: int, ino: int | None = None) -> ops.Attr:
         kind = stat.S_IFMT(meta.mode)
         return ops.Attr(
-            st_ino=self._ino(path),
+            st_ino=self._ino(path) if ino is None else ino,
             st_mode=meta.mode,
             st_nlink=2 if kind == stat.S_IFDIR else 1,
             st_uid=meta.uid,
@@ -179,7 +179,7 @@ class ObjectStoreBackend(Backend):
         )
 
     def _inode_attr(self, inode: OpenInode, path: str) -> ops.Attr:
-        return self._attr(path or f"<open {inode.ino}>", inode.meta, inode.size)
+        return self._attr(path, inode.meta, inode.size, inode.ino)
 
     def _find(self, path: str) -> Found:
         """What ``path`` is in the store: an object (file or symlink), a directory marker, or
@@ -499,6 +499,9 @@ class ObjectStoreBackend(Backend):
         self._appeared(new)
         below = old.rstrip("/") + "/"
         with self._lock:
+            replaced = self._open.get(new)
+            if replaced is not None and replaced is not self._open.get(old):
+                replaced.path = None  # unlinked by the rename: its handles upload nothing
             for table in (self._inos, self._open):
                 table.pop(new, None)  # type: ignore[attr-defined]
                 for path in [p for p in table if p == old or p.startswith(below)]:
