@@ -158,3 +158,18 @@ def test_local_layout_keeps_object_and_prefix_apart(tmp_path: Path) -> None:
     with pytest.raises(OSError) as caught:
         store.put("x" * 254, b"", {})
     assert caught.value.errno == errno.ENAMETOOLONG
+
+
+def test_s3_prefix_confines_the_store(moto_endpoint: str, bucket: str) -> None:
+    client = s3_client(moto_endpoint)
+    client.put_object(Bucket=bucket, Key="outside", Body=b"not ours")
+    store = S3Store(S3StoreConfig(**s3_store(bucket, moto_endpoint, prefix="team/data")))
+    store.put("dir/file", b"ours", {})
+    assert client.get_object(Bucket=bucket, Key="team/data/dir/file")["Body"].read() == b"ours"
+    assert [o.key for o in store.list("", None).objects] == ["dir/file"]
+    assert store.list("", "/").prefixes == ["dir/"]
+    store.copy("dir/file", "copy")
+    assert store.get("copy") == b"ours"
+    with pytest.raises(FileNotFoundError):
+        store.head("outside")
+    store.close()
