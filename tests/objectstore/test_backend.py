@@ -265,3 +265,12 @@ def test_rename_over_a_file_open_for_writing(backend: ObjectStoreBackend) -> Non
     assert backend.store.get("a") == b"new"
     attr = backend.vfs_getattr(ops.GetattrRequest(CTX, "", old))
     assert attr.st_size == len(b"old contents")
+
+
+def test_a_read_handle_keeps_its_version(backend: ObjectStoreBackend) -> None:
+    backend.store.put("f", b"first version", {})
+    fh = backend.vfs_open(ops.OpenRequest(CTX, "/f", os.O_RDONLY))
+    backend.store.put("f", b"second", {})  # another mount replaces it
+    backend.vfs_unlink(ops.UnlinkRequest(CTX, "/f"))
+    assert backend.vfs_read(ops.ReadRequest(CTX, "", fh, 0, 100)) == b"first version"
+    backend.vfs_release(ops.ReleaseRequest(CTX, "", fh))

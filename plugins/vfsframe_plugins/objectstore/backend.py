@@ -583,7 +583,18 @@ class ObjectStoreBackend(Backend):
                 raise _error(errno.ELOOP, req.path)
         if req.flags & os.O_DIRECTORY:
             raise _error(errno.ENOTDIR, req.path)
-        return self._opened(self._inode_for(req.path, found), req.flags)
+        handle = self._opened(self._inode_for(req.path, found), req.flags)
+        inode = handle.inode
+        if inode.staging is None and inode.info is not None:
+            # Pin the version now (no request: the HEAD above named it), so that reads
+            # after an unlink or a replacement still see what was opened where the store
+            # can (the local store holds the file open).
+            try:
+                handle.reader = self.store.open_reader(_key(req.path), inode.info)
+            except BaseException:
+                self.vfs_release(ops.ReleaseRequest(req.ctx, req.path, handle))
+                raise
+        return handle
 
     def vfs_create(self, req: ops.CreateRequest) -> tuple[FileHandle, ops.Attr]:
         _check_name(req.path)
