@@ -23,6 +23,7 @@ from vfsframe.testing.mount import mounted, share_config
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 BACKENDS = ["memory"] + (["passthrough"] if "passthrough" in default_registry().backends else [])
+HAVE_OBJECTSTORE = "objectstore" in default_registry().backends
 
 
 @dataclass
@@ -49,13 +50,18 @@ def host_directory() -> Iterator[Path]:
 def serve(
     mountpoint: Path, backend: str, middleware: list[dict[str, Any]], **share: Any
 ) -> Iterator[Served]:
-    """Mount ``backend`` ("memory" or "passthrough") with ``middleware`` (config dicts)."""
+    """Mount ``backend`` ("memory", "passthrough" or "objectstore" over a local store) with
+    ``middleware`` (config dicts)."""
     require_fuse()
     with contextlib.ExitStack() as stack:
         host_root = None
         if backend == "passthrough":
             host_root = stack.enter_context(host_directory())
             backend_config: dict[str, Any] = {"type": "passthrough", "root": str(host_root)}
+        elif backend == "objectstore":
+            objects = stack.enter_context(host_directory())
+            store = {"type": "local", "root": str(objects), "fsync": False}
+            backend_config = {"type": "objectstore", "store": store}
         else:
             backend_config = {"type": "memory", "capacity": "256MiB"}
         config = share_config(backend_config, middleware=middleware, **share)

@@ -398,3 +398,38 @@ def test_closing_a_written_file_forgets_its_attributes() -> None:
     behind.setattr("/f", mtime_ns=456_000_000_000)
     fs.release("/f", writer)
     assert fs.stat("/f").st_mtime_ns == 456_000_000_000
+
+
+def test_handles_opened_before_a_change_bypass_the_cache() -> None:
+    """A backend may serve an old handle the version it opened (object stores); that
+    version must never be cached for later opens, nor the new one served to the old handle."""
+
+    class VersionedBackend(CountingBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.old_handles: dict[int, bytes] = {}
+
+        def vfs_read(self, req: ops.ReadRequest) -> Any:
+            if id(req.fh) in self.old_handles:
+                self.calls["read"] += 1
+                return self.old_handles[id(req.fh)][req.offset : req.offset + req.size]
+            return super().vfs_read(req)
+
+    backend = VersionedBackend()
+    cache = CacheMiddleware(CacheConfig(block_size="4KiB", memory="1MiB", readahead=0))
+    fs = Fs(ShareChain(backend, [cache]))
+    fs.put("/f", b"version 1")
+    fs.stat("/f")
+    old = fs.open("/f", os.O_RDONLY)
+    assert fs.read("/f", old, 0, 100) == b"version 1"
+    writer = fs.open("/f", os.O_WRONLY)
+    fs.write("/f", writer, 0, b"VERSION 2")
+    assert fs.read("/f", writer, 0, 100) == b"VERSION 2"  # a writer sees its own write
+    fs.release("/f", writer)
+    backend.old_handles[id(old)] = b"version 1"
+    assert fs.read("/f", old, 0, 100) == b"version 1"  # the backend's answer, not cached
+    new = fs.open("/f", os.O_RDONLY)
+    assert fs.read("/f", new, 0, 100) == b"VERSION 2"
+    reads = backend.calls["read"]
+    assert fs.read("/f", new, 0, 100) == b"VERSION 2"
+    assert backend.calls["read"] == reads  # the new handle is served from the cache

@@ -15,7 +15,7 @@ from vfsframe_plugins.metrics import MetricsMiddleware
 from vfsframe import ops
 from vfsframe.chain import ShareChain
 
-from .mounting import BACKENDS, Served, attempt_as, run, serve
+from .mounting import BACKENDS, HAVE_OBJECTSTORE, Served, attempt_as, run, serve
 
 pytestmark = pytest.mark.mount
 
@@ -108,6 +108,40 @@ def test_cache(mountpoint: Path, backend: str, tmp_path: Path) -> None:
         os.replace(mountpoint / "new", mountpoint / "empty")
         assert (mountpoint / "empty").read_text() == "one"
         assert "new" not in os.listdir(mountpoint)
+
+
+@pytest.mark.skipif(not HAVE_OBJECTSTORE, reason="the objectstore backend is not installed")
+def test_cache_over_the_objectstore_backend(mountpoint: Path) -> None:
+    """The slow backend the cache is for: close-to-open writes, renames and listings."""
+    cache = {"type": "cache", "block_size": "64KiB", "attr_ttl": 30, "dir_ttl": 30}
+    with serve(mountpoint, "objectstore", [cache], cache="none") as served:
+        (mountpoint / "d").mkdir()
+        data = os.urandom(200_000)
+        (mountpoint / "d" / "f").write_bytes(data)
+        listing = run("ls", "-lR", str(mountpoint))
+        assert (mountpoint / "d" / "f").read_bytes() == data
+        assert (mountpoint / "d" / "f").read_bytes() == data
+        assert run("ls", "-lR", str(mountpoint)) == listing
+        middleware = served.middleware(CacheMiddleware)
+        assert middleware.hits["read"] > 0 and middleware.hits["readdir"] > 0
+        with open(mountpoint / "d" / "f", "rb", buffering=0) as reader:
+            assert reader.read(4) == data[:4]
+            with open(mountpoint / "d" / "f", "r+b") as writer:
+                writer.write(b"NEW!")
+            # Whatever version the old handle reads (the backend's rule), it must not become
+            # what later opens see through the cache.
+            reader.seek(0)
+            reader.read(4)
+            with open(mountpoint / "d" / "f", "rb") as again:
+                assert again.read(4) == b"NEW!"  # close-to-open
+        os.rename(mountpoint / "d" / "f", mountpoint / "d" / "g")
+        assert os.listdir(mountpoint / "d") == ["g"]
+        assert (mountpoint / "d" / "g").read_bytes()[:4] == b"NEW!"
+        (mountpoint / "d" / "f").write_bytes(b"another file")
+        assert (mountpoint / "d" / "f").read_bytes() == b"another file"
+        assert os.stat(mountpoint / "d" / "g").st_size == len(data)
+        os.unlink(mountpoint / "d" / "g")
+        assert os.listdir(mountpoint / "d") == ["f"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -76,6 +76,11 @@ class CacheMiddleware(Middleware):
         self._answer = threading.local()
         # id() of open handles that may write: their flush/release/fsync invalidates.
         self._writers: set[int] = set()
+        # Data generation of each inode (bumped whenever its blocks are dropped), and what
+        # each open handle saw at open: (ino, generation, era).
+        self._data_gen: dict[int, int] = {}
+        self._opened: dict[int, tuple[int, int, int]] = {}
+        self._era = 0
         # (path, xattr name, or None for the list) → (the _attrs entry it was read with,
         # value or errno). Valid only while that very entry is: every invalidation of the
         # attributes (setxattr, removexattr, chmod of an ACL, ...) drops the xattrs with them.
@@ -299,6 +304,8 @@ class CacheMiddleware(Middleware):
             ino = self._inos.get(req.path)
             if ino is not None and not self._signature_holds(ino, req.path, now):
                 self._drop_data(ino)
+            if ino is not None and not self._handle_current(req.fh, ino):
+                ino = None  # opened before the file last changed: see _handle_current
             sequential = ino is not None and self._next_offset.get(ino) == req.offset
             epoch = self._epoch
         if ino is None:  # not looked up through the cache (or forgotten): no key to use
@@ -398,25 +405,27 @@ class CacheMiddleware(Middleware):
                 return
             self._epoch += 1
             if op == "write" or op == "fallocate":
-                self._data_changed(req.path)
+                self._data_changed_through(req.fh, req.path)
             elif op == "copy_file_range":
-                self._data_changed(req.path_out)
+                self._data_changed_through(req.fh_out, req.path_out)
             elif op == "open":
                 if req.flags & os.O_TRUNC:
                     self._data_changed(req.path)
                 if result is not None and writes_on_open(req.flags):
                     self._writers.add(id(result))
+                self._note_open(result, req.path)
             elif op == "create":
                 self._entries_changed(parent_of(req.path))
                 if result is not None:  # an existing file opened with O_TRUNC, or a new one
                     self._inode_changed(result[1].st_ino)
                     if result[0] is not None:
                         self._writers.add(id(result[0]))
+                    self._note_open(result[0], req.path, result[1].st_ino)
                 elif req.path in self._inos:
                     self._data_changed(req.path)
             elif op == "setattr":
                 if req.size is not None:
-                    self._data_changed(req.path)
+                    self._data_changed_through(req.fh, req.path)
                 else:
                     self._meta_changed(req.path)
             elif op in ("symlink", "mknod", "mkdir"):
@@ -449,6 +458,7 @@ class CacheMiddleware(Middleware):
         written = op == "fsync" or fh is None or id(fh) in self._writers
         if op == "release" and fh is not None:
             self._writers.discard(id(fh))
+            self._opened.pop(id(fh), None)
         if written and req.path:
             self._epoch += 1
             self._meta_changed(req.path)
@@ -474,6 +484,8 @@ class CacheMiddleware(Middleware):
         ino = self._inos.get(path)
         if ino is None:
             self._meta_changed(path)
+            self._era += 1  # any open handle may be of this file
+            self._data_gen.clear()
             if self.blocks is not None:
                 self.blocks.clear()
             self._signatures.clear()
@@ -486,7 +498,34 @@ class CacheMiddleware(Middleware):
             self._attrs.pop(name, None)
         self._drop_data(ino)
 
+    def _data_changed_through(self, fh: Any, path: str) -> None:
+        """A data change made through handle ``fh``: the handle sees its own change, so if
+        it was current it stays current."""
+        ino = self._inos.get(path)
+        was_current = fh is not None and ino is not None and self._handle_current(fh, ino)
+        self._data_changed(path)
+        if was_current:
+            self._note_open(fh, path, ino)
+
+    def _handle_current(self, fh: Any, ino: int) -> bool:
+        """Under the lock: whether a handle was opened after the last change to the data of
+        ``ino``. A backend may keep serving an older handle the version it opened (object
+        stores: close-to-open); such reads bypass the cache both ways, so that version is
+        never shown to later opens, nor theirs to it."""
+        opened = self._opened.get(id(fh)) if fh is not None else None
+        if opened is None:
+            return True
+        return opened == (ino, self._data_gen.get(ino, 0), self._era)
+
+    def _note_open(self, fh: Any, path: str, ino: int | None = None) -> None:
+        if fh is None:
+            return
+        ino = self._inos.get(path) if ino is None else ino
+        if ino is not None:
+            self._opened[id(fh)] = (ino, self._data_gen.get(ino, 0), self._era)
+
     def _drop_data(self, ino: int) -> None:
+        self._data_gen[ino] = self._data_gen.get(ino, 0) + 1
         if self.blocks is not None:
             self.blocks.drop_ino(ino)
         self._signatures.pop(ino, None)
@@ -508,6 +547,9 @@ class CacheMiddleware(Middleware):
         self._listings.pop(path, None)
 
     def _clear_all(self) -> None:
+        # Handles opened before now can no longer be compared: a new era makes them stale.
+        self._era += 1
+        self._data_gen.clear()
         self._attrs.clear()
         self._listings.clear()
         self._xattrs.clear()
