@@ -100,6 +100,8 @@ class OverlayBackend(Backend):
         self._work_ready = False
         # Lower layer index → its hard-linked inodes' paths (see _aliases).
         self._hard_links: dict[int, dict[int, list[str]]] = {}
+        # (lower layer index, its inode) → names of that hard link deleted through the overlay.
+        self._gone_names: dict[tuple[int, int], int] = {}
         self._work_names = itertools.count()
 
     def close(self) -> None:
@@ -188,7 +190,16 @@ class OverlayBackend(Backend):
         return self.inodes.number(layer.index, attr.st_ino)
 
     def _attr(self, path: str, stack: Stack) -> ops.Attr:
-        return as_attr(stack[0][1], self._ino(path, stack))
+        return self._shown(stack[0][0], stack[0][1], self._ino(path, stack))
+
+    def _shown(self, layer: Layer, attr: Any, ino: int) -> ops.Attr:
+        """A layer's attributes as the overlay shows them: its inode number, and a lower
+        hard link's count without the names deleted through the overlay."""
+        shown = as_attr(attr, ino)
+        if shown.st_nlink > 1 and not layer.writable and not stat.S_ISDIR(shown.st_mode):
+            gone = self._gone_names.get((layer.index, attr.st_ino), 0)
+            shown.st_nlink = max(1, shown.st_nlink - gone)
+        return shown
 
     def _upper_layer(self) -> Layer:
         if self.upper is None:
@@ -622,6 +633,7 @@ class OverlayBackend(Backend):
             self._check_remove(ctx, path, attr)
             self._upper_dir(wh.split(path)[0])
             self._make_whiteout(path)
+            self._name_gone(layer, attr)
             return
         # Whiteout first: until the upper entry goes, it hides its own whiteout.
         if needs_whiteout:
@@ -638,6 +650,13 @@ class OverlayBackend(Backend):
             raise
         if is_dir or attr.st_nlink <= 1:
             self.inodes.forget(upper.index, attr.st_ino)
+
+    def _name_gone(self, layer: Layer, attr: Any) -> None:
+        """A name of a lower hard link was deleted or replaced: one name fewer to count."""
+        if layer.writable or stat.S_ISDIR(attr.st_mode) or attr.st_nlink <= 1:
+            return
+        key = (layer.index, attr.st_ino)
+        self._gone_names[key] = self._gone_names.get(key, 0) + 1
 
     def _clear_markers(self, path: str) -> None:
         """An empty merged directory may still hold whiteouts and an opaque marker."""
@@ -684,6 +703,7 @@ class OverlayBackend(Backend):
             self._upper_dir(wh.split(req.new)[0])
             if target is not None and not req.flags & ops.RENAME_EXCHANGE:
                 self._clear_target(req.new, target)
+                self._name_gone(*target[0])
             old_needs_whiteout = not req.flags & ops.RENAME_EXCHANGE and self._lower_has(req.old)
             upper.chain.rename(
                 ops.RenameRequest(req.ctx, req.old, req.new, req.flags & ops.RENAME_EXCHANGE)
@@ -883,7 +903,7 @@ class OverlayBackend(Backend):
                 attr = entry.attr
                 # A directory's attributes come from a lookup (it may be merged).
                 if attr is not None and not stat.S_ISDIR(entry.mode):
-                    attr = as_attr(attr, ino)
+                    attr = self._shown(layer, attr, ino)
                 else:
                     attr = None
                 listing.append(ops.DirEntry(name, ino, entry.mode, attr))
