@@ -1,6 +1,6 @@
 """Differential test: the overlay backend against Linux overlayfs itself.
 
-The same lower directory is mounted twice: by the host kernel's overlayfs (upper and work
+The same lower directories (one or two layers) are mounted twice: by the host kernel's overlayfs (upper and work
 directories on the host; `redirect_dir=off` and `index=on`, the semantics the overlay backend
 implements) and by vfsframe's overlay (passthrough lower; memory or passthrough upper) through /dev/fuse.
 The same random sequence of system calls runs against both; every call must give the same
@@ -146,20 +146,22 @@ def outcome(action: Callable[[Path], object], root: Path) -> object:
 
 
 @pytest.fixture
-def kernel_overlay(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """(lower directory, kernel overlayfs mountpoint); unmounted afterwards."""
+def kernel_mount(tmp_path: Path) -> Iterator[Path]:
+    """The kernel overlayfs mountpoint; unmounted afterwards."""
     require_fuse()
-    lower, upper, work, mnt = (tmp_path / n for n in ("lower", "upper", "work", "kmnt"))
-    for directory in (lower, upper, work, mnt):
-        directory.mkdir()
-    yield lower, mnt
+    mnt = tmp_path / "kmnt"
+    mnt.mkdir()
+    yield mnt
     subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
-def mount_kernel_overlay(lower: Path, mnt: Path) -> None:
+def mount_kernel_overlay(lowers: list[Path], mnt: Path) -> None:
+    work = mnt.parent
+    (work / "upper").mkdir()
+    (work / "work").mkdir()
     options = (
-        f"lowerdir={lower},upperdir={lower.parent / 'upper'},workdir={lower.parent / 'work'},"
-        "redirect_dir=off,index=on,metacopy=off"
+        f"lowerdir={':'.join(map(str, lowers))},upperdir={work / 'upper'},"
+        f"workdir={work / 'work'},redirect_dir=off,index=on,metacopy=off"
     )
     done = subprocess.run(
         ["mount", "-t", "overlay", "overlay", "-o", options, str(mnt)],
@@ -170,35 +172,40 @@ def mount_kernel_overlay(lower: Path, mnt: Path) -> None:
         pytest.fail(f"kernel overlayfs is needed as the oracle: {done.stderr.strip()}")
 
 
+@pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("upper", ["memory", "passthrough"])
-@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("seed", range(12))
 def test_same_results_as_kernel_overlayfs(
-    seed: int, upper: str, kernel_overlay: tuple[Path, Path], mountpoint: Path
+    seed: int, upper: str, layers: int, kernel_mount: Path, mountpoint: Path, tmp_path: Path
 ) -> None:
-    lower, kernel_mnt = kernel_overlay
     rng = random.Random(seed)
-    make_lower(lower, rng)
-    lower_before = snapshot(lower)
-    mount_kernel_overlay(lower, kernel_mnt)
-    backend = {
+    lowers = [tmp_path / f"lower{i}" for i in range(layers)]  # topmost first
+    for lower in lowers:
+        lower.mkdir()
+        make_lower(lower, rng)
+    lowers_before = [snapshot(lower) for lower in lowers]
+    mount_kernel_overlay(lowers, kernel_mount)
+    backend: dict[str, object] = {
         "type": "overlay",
-        "lower": [{"type": "passthrough", "root": str(lower), "readonly": True}],
+        "lower": [
+            {"type": "passthrough", "root": str(lower), "readonly": True} for lower in lowers
+        ],
         "upper": {"type": "memory"},
     }
     if upper == "passthrough":
-        (lower.parent / "vupper").mkdir()
-        backend["upper"] = {"type": "passthrough", "root": str(lower.parent / "vupper")}
+        (tmp_path / "vupper").mkdir()
+        backend["upper"] = {"type": "passthrough", "root": str(tmp_path / "vupper")}
     with mounted_share(mountpoint, share_config(backend)):
-        assert snapshot(mountpoint) == snapshot(kernel_mnt)
+        assert snapshot(mountpoint) == snapshot(kernel_mount)
         for counter in range(STEPS):
             state = rng.getstate()
             name, action = operations(rng, counter)
-            theirs = outcome(action, kernel_mnt)
+            theirs = outcome(action, kernel_mount)
             rng.setstate(state)
             _, action = operations(rng, counter)
             ours = outcome(action, mountpoint)
             assert ours == theirs, (seed, counter, name)
             if counter % 10 == 9:
-                assert snapshot(mountpoint) == snapshot(kernel_mnt), (seed, counter)
-        assert snapshot(mountpoint) == snapshot(kernel_mnt)
-    assert snapshot(lower) == lower_before
+                assert snapshot(mountpoint) == snapshot(kernel_mount), (seed, counter)
+        assert snapshot(mountpoint) == snapshot(kernel_mount)
+    assert [snapshot(lower) for lower in lowers] == lowers_before
