@@ -1,11 +1,12 @@
 """Differential test: the overlay backend against Linux overlayfs itself.
 
-The same lower directories (one or two layers) are mounted twice: by the host kernel's overlayfs (upper and work
-directories on the host; `redirect_dir=off` and `index=on`, the semantics the overlay backend
-implements) and by vfsframe's overlay (passthrough lower; memory or passthrough upper) through /dev/fuse.
-The same random sequence of system calls runs against both; every call must give the same
-result (errno) and the two trees must look the same — names, types, modes, sizes, contents,
-symlink targets and which names are hard links of one file."""
+The same lower directories (one or two layers) are mounted twice: by the host kernel's
+overlayfs (upper and work directories on the host; `redirect_dir=off` and `index=on`, the
+semantics the overlay backend implements) and by vfsframe's overlay (passthrough lowers;
+memory or passthrough upper) through /dev/fuse. The same random sequence of system calls runs
+against both; every call must give the same result (errno) and the two trees must look the
+same — names, types, modes, owners, sizes, contents, symlink targets and which names are hard
+links of one file."""
 
 from __future__ import annotations
 
