@@ -155,6 +155,15 @@ def test_layer_with_its_own_middleware(models: ConfigModels) -> None:
             "share[0].backend.lower[0].middleware[0]: unknown type 'nosuch'; installed: trace",
         ),
         (
+            {
+                "type": "overlay",
+                "lower": [{"type": "disk", "root": "/srv/a"}],
+                "upper": {"backend": {"type": "disk", "root": "/srv/a/up"}},
+            },
+            "share[0].backend: upper root '/srv/a/up' overlaps lower[0] root '/srv/a': "
+            "give the upper layer a directory of its own",
+        ),
+        (
             {"type": "mirror", "of": {"type": "memory", "capacity": "lots"}},
             "share[0].backend.of.capacity: could not parse value and unit from byte string",
         ),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from vfsframe.config.models import NestedLayer
+from vfsframe.config.models import NestedLayer, layer_parts
 from vfsframe.plugin import PluginConfig
 
 
@@ -37,3 +38,27 @@ class OverlayConfig(PluginConfig):
             "overlay is read-only and every change fails with EROFS."
         ),
     )
+
+    @model_validator(mode="after")
+    def _upper_apart_from_lowers(self) -> OverlayConfig:
+        # An upper that is (or contains, or lies in) a lower layer's directory would write
+        # into that layer: its copies and whiteouts would show up below it.
+        if self.upper is None:
+            return self
+        upper = _root(self.upper)
+        if upper is None:
+            return self
+        for index, layer in enumerate(self.lower):
+            lower = _root(layer)
+            if lower is not None and (upper.is_relative_to(lower) or lower.is_relative_to(upper)):
+                raise ValueError(
+                    f"upper root {str(upper)!r} overlaps lower[{index}] root {str(lower)!r}: "
+                    "give the upper layer a directory of its own"
+                )
+        return self
+
+
+def _root(layer: Any) -> Path | None:
+    """The host directory a layer's backend serves, when its config has a ``root``."""
+    root = getattr(layer_parts(layer)[0], "root", None)
+    return Path(root).resolve() if isinstance(root, str | Path) else None
