@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -172,4 +174,93 @@ def test_s3_prefix_confines_the_store(moto_endpoint: str, bucket: str) -> None:
     assert store.get("copy") == b"ours"
     with pytest.raises(FileNotFoundError):
         store.head("outside")
+    store.close()
+
+
+class ScriptedEndpoint:
+    """An HTTP endpoint answering every request with the next status of a script (the last
+    one repeats), counting requests: throttling and refusals without a real service."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.requests = 0
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                index = min(endpoint.requests, len(endpoint.statuses) - 1)
+                endpoint.requests += 1
+                self.send_response(endpoint.statuses[index])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_HEAD = do_GET = do_PUT = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Any]:
+    endpoints: list[ScriptedEndpoint] = []
+
+    def start(statuses: list[int]) -> ScriptedEndpoint:
+        endpoints.append(ScriptedEndpoint(statuses))
+        return endpoints[-1]
+
+    yield start
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+def test_s3_retries_throttling_and_5xx_then_succeeds(scripted: Any) -> None:
+    endpoint = scripted([503, 500, 200])
+    store = S3Store(S3StoreConfig(**s3_store("bucket", endpoint.url, max_attempts=3)))
+    store.check()
+    assert endpoint.requests == 3
+    store.close()
+
+
+def test_s3_gives_up_after_max_attempts_with_eio(scripted: Any) -> None:
+    endpoint = scripted([503])
+    store = S3Store(S3StoreConfig(**s3_store("bucket", endpoint.url, max_attempts=2)))
+    with pytest.raises(OSError) as caught:
+        store.head("key")
+    assert caught.value.errno == errno.EIO
+    assert endpoint.requests == 2
+    store.close()
+
+
+def test_s3_refused_credentials_are_named_at_start(scripted: Any) -> None:
+    endpoint = scripted([403])
+    store = S3Store(S3StoreConfig(**s3_store("bucket", endpoint.url)))
+    with pytest.raises(OSError) as caught:
+        store.check()
+    assert caught.value.errno == errno.EACCES
+    assert "check the credentials" in str(caught.value)
+    store.close()
+
+
+def test_s3_without_any_credentials_says_where_to_put_them(
+    monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    options = s3_store("bucket", moto_endpoint)
+    del options["access_key_id"], options["secret_access_key"]
+    store = S3Store(S3StoreConfig(**options))
+    with pytest.raises(OSError) as caught:
+        store.check()
+    assert caught.value.errno == errno.EACCES and "no AWS credentials" in str(caught.value)
     store.close()

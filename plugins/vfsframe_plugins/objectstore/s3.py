@@ -193,7 +193,7 @@ class S3Store(ObjectStore):
             aws_secret_access_key=secret.get_secret_value() if secret else None,
             aws_session_token=token.get_secret_value() if token else None,
             config=Config(
-                retries={"mode": "standard", "max_attempts": config.max_attempts},
+                retries={"mode": "standard", "total_max_attempts": config.max_attempts},
                 connect_timeout=config.connect_timeout,
                 read_timeout=config.read_timeout,
                 max_pool_connections=config.max_connections,
