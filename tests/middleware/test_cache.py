@@ -433,3 +433,20 @@ def test_handles_opened_before_a_change_bypass_the_cache() -> None:
     reads = backend.calls["read"]
     assert fs.read("/f", new, 0, 100) == b"VERSION 2"
     assert backend.calls["read"] == reads  # the new handle is served from the cache
+
+
+def test_a_short_read_before_the_known_size_is_not_taken_for_the_end() -> None:
+    class Stingy(CountingBackend):
+        def vfs_read(self, req: ops.ReadRequest) -> Any:
+            req.size = min(req.size, 5000)  # answers less than asked, as a backend may
+            return super().vfs_read(req)
+
+    backend = Stingy()
+    fs = Fs(ShareChain(backend, [CacheMiddleware(CacheConfig(block_size="4KiB", readahead=0))]))
+    data = os.urandom(20_000)
+    fs.put("/f", data)
+    fs.stat("/f")
+    fh = fs.open("/f", os.O_RDONLY)
+    assert fs.read("/f", fh, 0, 8192) == data[:5000]
+    assert fs.read("/f", fh, 5000, 4000) == data[5000:9000]
+    assert fs.read("/f", fh, 12_000, 3000) == data[12_000:15_000]

@@ -321,22 +321,23 @@ class CacheMiddleware(Middleware):
             self._hand_over(req, cached[start : start + size])
             return (yield)
         self.misses["read"] += 1
-        # Fetch whole blocks, plus readahead when the reader is going through the file in
-        # order; the backend fills a buffer of ours, not the caller's.
+        # Fetch from the caller's offset to the end of its last block, plus readahead when
+        # the reader goes through the file in order, into a buffer of ours. Starting where
+        # the caller starts keeps the answer what the backend alone would have given, even
+        # for a backend that answers less than asked; the blocks wholly inside are kept.
         ahead = -(-self.readahead // block) if sequential else 0
-        fetch_offset, fetch_size = first * block, (last - first + 1 + ahead) * block
-        saved = (req.offset, req.size, req.buffers)
-        req.offset, req.size, req.buffers = fetch_offset, fetch_size, ()
+        fetch_size = (last + 1 + ahead) * block - offset
+        saved = (req.size, req.buffers)
+        req.size, req.buffers = fetch_size, ()
         try:
             raw = yield
         finally:
-            req.offset, req.size, req.buffers = saved
+            req.size, req.buffers = saved
         if isinstance(raw, int):
             raise OSError(errno.EIO, "backend answered a read without buffers with a count")
         data = bytes(raw)
-        self._fill(blocks, ino, req.path, first, fetch_size, data, epoch, now)
-        start = offset - fetch_offset
-        return data[start : start + size]
+        self._fill(blocks, ino, req.path, offset, fetch_size, data, epoch, now)
+        return data[:size]
 
     def _assemble(
         self, blocks: BlockCache, ino: int, first: int, last: int, now: float
@@ -356,13 +357,16 @@ class CacheMiddleware(Middleware):
         blocks: BlockCache,
         ino: int,
         path: str,
-        first: int,
+        offset: int,
         fetch_size: int,
         data: bytes,
         epoch: int,
         now: float,
     ) -> None:
+        """Keep the blocks ``data`` (read at ``offset``) holds whole, and the last block when
+        the data ends the file."""
         block = self.block_size
+        end = offset + len(data)
         with self._lock:
             if epoch != self._epoch:
                 return
@@ -370,13 +374,15 @@ class CacheMiddleware(Middleware):
             if found is not None:
                 self._signatures[ino] = _signature(found[0])
             expires = now + self.data_ttl
-            full = len(data) // block
-            for number in range(full):
-                blocks.put(
-                    ino, first + number, data[number * block : (number + 1) * block], expires
-                )
-            if len(data) < fetch_size:  # short: the file ends in this block
-                blocks.put(ino, first + full, data[full * block :], expires)
+            index = -(-offset // block)
+            while (index + 1) * block <= end:
+                start = index * block - offset
+                blocks.put(ino, index, data[start : start + block], expires)
+                index += 1
+            at_end = len(data) < fetch_size and (found is None or end >= found[0].st_size)
+            if at_end and index * block >= offset:
+                # Short, and no known size says otherwise: the file ends in this block.
+                blocks.put(ino, index, data[index * block - offset :], expires)
 
     def _signature_holds(self, ino: int, path: str, now: float) -> bool:
         """Under the lock: False when fresh attributes show the file changed since its blocks
