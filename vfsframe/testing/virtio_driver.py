@@ -84,6 +84,10 @@ class TestFrontEnd:
         os.ftruncate(self.memfd, MEMFD_SIZE)
         self.ram = memoryview(mmap.mmap(self.memfd, MEMFD_SIZE))
         self.ram[GUARD_OFFSET:] = bytes([GUARD_BYTE]) * (MEMFD_SIZE - GUARD_OFFSET)
+        # Ring indices are shared with a device running concurrently: they must be single
+        # 16-bit loads and stores, as a real driver's are (struct would go byte by byte and
+        # the device could see a torn index).
+        self._ram16 = self.ram.cast("H")
         self._thread: threading.Thread | None = None
         if socket_path is not None:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -163,8 +167,8 @@ class TestFrontEnd:
         kick = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         call = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         q = DriverQueue(index, size, desc, avail, used, kick, call, avail_idx=base, last_used=base)
-        struct.pack_into("<H", self.ram, avail + 2, base)
-        struct.pack_into("<H", self.ram, used + 2, base)
+        self._ram16[(avail + 2) // 2] = base
+        self._ram16[(used + 2) // 2] = base
         self.queues[index] = q
         self.send(p.Request.SET_VRING_NUM, p.VRING_STATE.pack(index, size))
         self.send(p.Request.SET_VRING_BASE, p.VRING_STATE.pack(index, base))
@@ -188,6 +192,7 @@ class TestFrontEnd:
         return p.VRING_STATE.unpack(self.recv_reply(p.Request.GET_VRING_BASE))[1]
 
     def close(self) -> None:
+        self._ram16.release()
         self.sock.close()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -263,31 +268,31 @@ class TestFrontEnd:
 
     def publish(self, qi: int, head: int, kick: bool = True) -> None:
         q = self.queues[qi]
-        struct.pack_into("<H", self.ram, q.avail + 4 + 2 * (q.avail_idx % q.size), head)
+        self._ram16[(q.avail + 4) // 2 + q.avail_idx % q.size] = head
         q.avail_idx = (q.avail_idx + 1) & 0xFFFF
-        struct.pack_into("<H", self.ram, q.avail + 2, q.avail_idx)
+        self._ram16[(q.avail + 2) // 2] = q.avail_idx
         if kick:
             self.kick(qi)
 
     def set_avail_idx(self, qi: int, value: int) -> None:
         q = self.queues[qi]
         q.avail_idx = value & 0xFFFF
-        struct.pack_into("<H", self.ram, q.avail + 2, q.avail_idx)
+        self._ram16[(q.avail + 2) // 2] = q.avail_idx
 
     def kick(self, qi: int) -> None:
         os.eventfd_write(self.queues[qi].kick, 1)
 
     def used_idx(self, qi: int) -> int:
         q = self.queues[qi]
-        return struct.unpack_from("<H", self.ram, q.used + 2)[0]
+        return self._ram16[(q.used + 2) // 2]
 
     def avail_event(self, qi: int) -> int:
         q = self.queues[qi]
-        return struct.unpack_from("<H", self.ram, q.used + 4 + 8 * q.size)[0]
+        return self._ram16[(q.used + 4 + 8 * q.size) // 2]
 
     def set_used_event(self, qi: int, value: int) -> None:
         q = self.queues[qi]
-        struct.pack_into("<H", self.ram, q.avail + 4 + 2 * q.size, value & 0xFFFF)
+        self._ram16[(q.avail + 4 + 2 * q.size) // 2] = value & 0xFFFF
 
     def wait_used(self, qi: int, count: int = 1, timeout: float = 10.0) -> list[tuple[int, int]]:
         """Wait for `count` new used elements on queue qi (polling the used index, so a

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 
 from vfsframe.virtio import protocol as p
-from vfsframe.virtio.dispatch import FuseHandler, QueueService, WorkerPool
+from vfsframe.virtio.dispatch import FuseHandler, QueueService
 from vfsframe.virtio.memory import GuestMemory, GuestMemoryError, MemoryRegion, map_regions
 from vfsframe.virtio.protocol import Message, ProtocolError, ProtocolFeature, Request
 from vfsframe.virtio.virtqueue import VirtQueue
@@ -68,7 +68,6 @@ class VhostUserFsDevice:
         self.features = 0
         self.protocol_features = 0
         self.served: list[int] = [0] * self.num_queues
-        self._pool: WorkerPool | None = None
         self._handlers: dict[int, Callable[[Message], bytes | None]] = {
             Request.GET_FEATURES: self._get_features,
             Request.SET_FEATURES: self._set_features,
@@ -103,7 +102,6 @@ class VhostUserFsDevice:
 
     def serve(self, sock: socket.socket) -> None:
         """Serve one front-end connection until it closes or breaks the protocol."""
-        self._pool = WorkerPool(self.workers, f"{self.name}")
         try:
             while (msg := p.recv_message(sock)) is not None:
                 try:
@@ -116,8 +114,6 @@ class VhostUserFsDevice:
             log.info("%s: connection error: %s", self.name, exc)
         finally:
             self.reset()
-            self._pool.close()
-            self._pool = None
 
     def handle_message(self, sock: socket.socket, msg: Message) -> None:
         name = p.request_name(msg.request)
@@ -317,8 +313,8 @@ class VhostUserFsDevice:
             return
         self._apply_features(vq)
         vq.attach(self.memory)
-        pool = None if vq.index == 0 else self._pool
-        service = QueueService(vq, self.handler, pool, f"{self.name}-q{vq.index}")
+        threads = 1 if vq.index == 0 else self.workers  # hiprio: cheap, in order
+        service = QueueService(vq, self.handler, threads, f"{self.name}-q{vq.index}")
         self.services[vq.index] = service
         service.start()
         log.debug("%s: queue %d started (size %d)", self.name, vq.index, vq.size)

@@ -1,9 +1,8 @@
-"""Serving virtqueues: one poller thread per started queue, request work on a worker pool.
+"""Serving virtqueues: each started queue has its own threads.
 
-The hiprio queue (FORGET, BATCH_FORGET, INTERRUPT) is served inline by its own poller, so it
-never waits behind request-queue work; request queues hand each chain to a shared pool, so a
-slow request holds only its worker, and completions go back to the used ring in whatever
-order they finish.
+The hiprio queue (FORGET, BATCH_FORGET, INTERRUPT) has a thread of its own, so it never waits
+behind request-queue work; each request queue has a group of threads (see QueueService), so a
+slow request holds only its own thread.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ import contextlib
 import errno
 import logging
 import os
-import queue
 import select
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from vfsframe.virtio.virtqueue import Chain, QueueBroken, VirtQueue
@@ -66,95 +64,88 @@ def error_reply(chain: Chain, err: int) -> int:
     return _scatter(chain.writable, OUT_HEADER.pack(OUT_HEADER.size, -err, unique))
 
 
-class WorkerPool:
-    """A fixed set of threads running submitted jobs; shared by a device's request queues."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"{name}-worker{i}", daemon=True)
-            for i in range(size)
-        ]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self._jobs.put(job)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        for t in self._threads:
-            t.join()
-
-
 class QueueService:
-    """Pops one queue's chains and serves them until stopped."""
+    """Serves one queue with a group of threads, each popping chains and serving them itself.
 
-    def __init__(self, vq: VirtQueue, handler: FuseHandler, pool: WorkerPool | None, name: str):
+    Idle threads all wait on the kick eventfd with EPOLLEXCLUSIVE, so a kick wakes one of
+    them, and that thread serves what it pops without handing it to another thread: the
+    common single-request path has no thread switch. After each pop the driver is asked to
+    kick again for the next buffer, so a request arriving while a slow one is served wakes
+    another idle thread; if buffers are already waiting, the popping thread kicks the queue
+    itself. Completions land in the used ring in whatever order they finish.
+    """
+
+    def __init__(self, vq: VirtQueue, handler: FuseHandler, threads: int, name: str) -> None:
         self.vq = vq
         self.handler = handler
-        self.pool = pool
-        self.served = 0
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._in_flight = 0
-        self._idle = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._stopping = False
+        self._pop_lock = threading.Lock()
+        self._served = [0] * threads
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"{name}.{i}", daemon=True)
+            for i in range(threads)
+        ]
+        if vq.kick_fd is not None:
+            # Several threads read it; a blocking read by the one that lost the race would
+            # hang. (The flag is shared with the front-end's copy, which only writes to it.)
+            os.set_blocking(vq.kick_fd, False)
+
+    @property
+    def served(self) -> int:
+        return sum(self._served)
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
         """Stop popping and wait until every chain already popped has been completed, so
         the used index matches the base index we hand back to the front-end."""
-        os.eventfd_write(self._stop_fd, 1)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
-        with self._idle:
-            self._idle.wait_for(lambda: self._in_flight == 0)
+        self._stopping = True
+        os.eventfd_write(self._stop_fd, 1)  # stays readable, and not exclusive: wakes all
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join()
         os.close(self._stop_fd)
 
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._stop_fd, select.POLLIN)
+    def _run(self, slot: int) -> None:
         kick_fd = self.vq.kick_fd
-        if kick_fd is not None:
-            poller.register(kick_fd, select.POLLIN)
-        timeout = None if kick_fd is not None else POLL_INTERVAL_MS
-        try:
-            while True:
-                if not self.vq.broken:
-                    self._drain()
-                for fd, _ in poller.poll(timeout):
-                    if fd == self._stop_fd:
-                        return
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(fd)
-        except Exception:
-            log.exception("queue %d: poller failed; the queue is no longer served", self.vq.index)
+        with select.epoll() as ep:
+            ep.register(self._stop_fd, select.EPOLLIN)
+            if kick_fd is not None:
+                ep.register(kick_fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            timeout = -1 if kick_fd is not None else POLL_INTERVAL_MS / 1000
+            while not self._stopping:
+                chain = self._take()
+                if chain is not None:
+                    self._serve(chain)
+                    self._served[slot] += 1
+                    continue
+                for fd, _ in ep.poll(timeout):
+                    if fd == kick_fd:
+                        with contextlib.suppress(BlockingIOError):
+                            os.eventfd_read(fd)
 
-    def _drain(self) -> None:
+    def _take(self) -> Chain | None:
+        """Pop the next chain, or None (nothing available, queue broken, or stopping)."""
         vq = self.vq
-        try:
-            while True:
-                while (chain := vq.pop()) is not None:
-                    self._dispatch(chain)
-                if not vq.arm_kick():
-                    return
-        except QueueBroken as exc:
-            log.error("%s; the queue is marked broken until the front-end resets it", exc)
-
-    def _dispatch(self, chain: Chain) -> None:
-        with self._idle:
-            self._in_flight += 1
-        if self.pool is None:
-            self._serve(chain)
-        else:
-            self.pool.submit(lambda: self._serve(chain))
+        with self._pop_lock:
+            if self._stopping or vq.broken:
+                return None
+            try:
+                chain = vq.pop()
+                if chain is None and vq.arm_kick():
+                    chain = vq.pop()  # arrived while re-arming: no kick will announce it
+                if chain is not None and vq.arm_kick() and vq.kick_fd is not None:
+                    os.eventfd_write(vq.kick_fd, 1)  # more waiting: wake another thread
+                return chain
+            except QueueBroken as exc:
+                log.error("%s; the queue is marked broken until the front-end resets it", exc)
+            except Exception:
+                vq.broken = "internal error"
+                log.exception("queue %d: cannot pop; the queue is marked broken", vq.index)
+            return None
 
     def _serve(self, chain: Chain) -> None:
         length = 0
@@ -178,11 +169,4 @@ class QueueService:
             length = error_reply(chain, errno.EIO)
         finally:
             chain.release()
-        try:
-            self.vq.push(chain.head, length)
-        finally:
-            self.served += 1
-            with self._idle:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._idle.notify_all()
+        self.vq.push(chain.head, length)
