@@ -171,7 +171,7 @@ class OverlayBackend(Backend):
     def _lookup(self, path: str) -> Stack | None:
         try:
             return self._resolve(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def _lower_has(self, path: str) -> bool:
