@@ -162,10 +162,13 @@ def store_config(
 
 
 @contextlib.contextmanager
-def objectstore_mount(mountpoint: Path, store: dict[str, Any], **options: Any) -> Iterator[Path]:
+def objectstore_mount(
+    mountpoint: Path, store: dict[str, Any], share: dict[str, Any] | None = None, **options: Any
+) -> Iterator[Path]:
+    """Mount an objectstore share; ``options`` go to the backend, ``share`` to the share."""
     require_fuse()
-    share = share_config({"type": "objectstore", "store": store, **options})
-    with mounted_share(mountpoint, share):
+    config = share_config({"type": "objectstore", "store": store, **options}, **(share or {}))
+    with mounted_share(mountpoint, config):
         yield mountpoint
 
 

@@ -76,7 +76,13 @@ class Draw:
 def step(draw: Draw) -> tuple[str, Operation]:
     rng = draw.rng
     data = rng.randbytes(rng.choice([0, 1, 100, 5000, 70_000]))
-    choice = rng.randrange(10)
+    choice = rng.randrange(12)
+    if choice == 10:
+        path, mode = draw.path(directories=rng.random() < 0.3), rng.choice([0o600, 0o755, 0o640])
+        return f"chmod {path} {mode:o}", lambda r: os.chmod(r / path, mode)
+    if choice == 11:
+        path, target = draw.path(fresh=True), rng.choice(["a", "../dir1/b", "/elsewhere"])
+        return f"symlink {path} -> {target}", lambda r: os.symlink(target, r / path)
     if choice == 0:
         path = draw.path(directories=True, fresh=True)
         return f"mkdir {path}", lambda r: os.mkdir(r / path)
