@@ -633,7 +633,11 @@ class ObjectStoreBackend(Backend):
             fd, name = tempfile.mkstemp(dir=self._staging_dir, prefix="vfsframe-staging-")
             os.unlink(name)
         try:
-            if keep and inode.info is not None and inode.path is not None:
+            if keep and inode.info is not None:
+                if inode.path is None:
+                    # Unlinked before its first write: the stored bytes are gone, and
+                    # writing around them would make up a file that never existed.
+                    raise _error(errno.ESTALE)
                 self._download(inode, fd)
         except BaseException:
             os.close(fd)
