@@ -321,3 +321,25 @@ def test_endpoint_outage_mid_write(
         assert (mounted / "written-after").read_bytes() == b"again"
         (mounted / "after").mkdir()
         assert sorted(os.listdir(mounted)) == ["after", "saved", "written-after"]
+
+
+def test_directory_rename_during_an_outage_keeps_the_source(
+    mountpoint: Path, proxy: TcpProxy, bucket: str
+) -> None:
+    store = s3_store(bucket, f"http://127.0.0.1:{proxy.port}", read_timeout=2.0)
+    with objectstore_mount(mountpoint, store) as mounted:
+        (mounted / "src").mkdir()
+        for index in range(5):
+            (mounted / "src" / f"f{index}").write_bytes(b"%d" % index)
+        proxy.cut()
+        try:
+            with pytest.raises(OSError) as caught:
+                os.rename(mounted / "src", mounted / "dst")
+            assert caught.value.errno == errno.EIO
+        finally:
+            proxy.restore()
+        assert sorted(os.listdir(mounted / "src")) == [f"f{i}" for i in range(5)]
+        os.rename(mounted / "src", mounted / "dst")
+        assert [(mounted / "dst" / f"f{i}").read_bytes() for i in range(5)] == [
+            b"%d" % i for i in range(5)
+        ]

@@ -482,7 +482,11 @@ class ObjectStoreBackend(Backend):
                     # The unsaved file goes straight to its new name.
                     stored = inode.info is not None
                     inode.path = new
-                    self._upload(inode)
+                    try:
+                        self._upload(inode)
+                    except BaseException:
+                        inode.path = old  # the rename did not happen
+                        raise
                     if stored:
                         self.store.delete(old_key)
                 else:
