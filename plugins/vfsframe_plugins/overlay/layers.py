@@ -15,8 +15,11 @@ from vfsframe.hookspecs import OPERATIONS
 INTERNAL = ops.Context(uid=0, gid=0, pid=0, umask=0)
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR)
-# The operations that add, remove or move names.
-NAMESPACE_OPS = ("mkdir", "mknod", "symlink", "create", "unlink", "rmdir", "rename", "link")
+# Upper-layer operations after which cached directory resolutions may be wrong: those on
+# directories always; those on other files only when they add or remove an overlay marker
+# (a whiteout or opaque file changes what the directories around it contain).
+DIRECTORY_OPS = ("mkdir", "rmdir", "rename")
+FILE_OPS = ("mknod", "symlink", "create", "unlink", "link")
 
 
 def as_attr(attr: Any, ino: int) -> ops.Attr:
@@ -38,16 +41,18 @@ def as_attr(attr: Any, ino: int) -> ops.Attr:
 
 
 class WatchedChain:
-    """A chain that calls ``changed`` after every operation on names (successful or not: a
-    failed rename may have done half its work in a backend), so caches of the layer's tree can
-    be dropped. Other operations are the chain's own bound callables: no cost added."""
+    """A chain that calls ``changed`` after every operation that may change how directories
+    resolve (successful or not: a failed rename may have done half its work in a backend).
+    Other operations are the chain's own bound callables: no cost added."""
 
     def __init__(self, chain: Any, changed: Callable[[], None]) -> None:
         self.inner = chain
         for op in OPERATIONS:
             setattr(self, op, getattr(chain, op))
-        for op in NAMESPACE_OPS:
-            setattr(self, op, _watched(getattr(chain, op), changed))
+        for op in DIRECTORY_OPS:
+            setattr(self, op, _watched(getattr(chain, op), changed, None))
+        for op in FILE_OPS:
+            setattr(self, op, _watched(getattr(chain, op), changed, is_marker))
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)
@@ -55,12 +60,20 @@ class WatchedChain:
             close()
 
 
-def _watched(call: Callable[[Any], Any], changed: Callable[[], None]) -> Callable[[Any], Any]:
+def is_marker(req: Any) -> bool:
+    path = req.new if isinstance(req, ops.LinkRequest) else req.path
+    return path.rpartition("/")[2].startswith(".wh.")
+
+
+def _watched(
+    call: Callable[[Any], Any], changed: Callable[[], None], only: Callable[[Any], bool] | None
+) -> Callable[[Any], Any]:
     def watched(req: Any) -> Any:
         try:
             return call(req)
         finally:
-            changed()
+            if only is None or only(req):
+                changed()
 
     return watched
 
