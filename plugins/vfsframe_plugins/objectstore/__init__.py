@@ -10,8 +10,8 @@ import logging
 
 from vfsframe.plugin import BuildContext, PluginType
 
-from .backend import ObjectStoreBackend
-from .config import STORE_TYPES, ObjectStoreConfig, store_options
+# The store interface comes first: importing .config discovers the installed stores, and a
+# store package imports these names from this package while that happens.
 from .store import (
     ListPage,
     ObjectInfo,
@@ -22,6 +22,10 @@ from .store import (
     StoreConfig,
     StoreType,
 )
+
+# isort: split
+from .backend import ObjectStoreBackend
+from .config import STORE_TYPES, ObjectStoreConfig, store_options
 
 __all__ = [
     "PLUGIN",
