@@ -12,6 +12,7 @@ import random
 import stat
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,26 @@ def test_directory_rename_during_an_outage_keeps_the_source(
         assert [(mounted / "dst" / f"f{i}").read_bytes() for i in range(5)] == [
             b"%d" % i for i in range(5)
         ]
+
+
+def test_parallel_writers_and_readers(mounted: Path) -> None:
+    """Threads creating, rewriting, reading and listing at once (the session serves FUSE
+    requests on several threads)."""
+
+    def worker(index: int) -> list[str]:
+        rng = random.Random(index)
+        directory = mounted / f"w{index}"
+        directory.mkdir()
+        expected = {}
+        for number in range(15):
+            data = rng.randbytes(rng.choice([0, 10, 100_000, 1_500_000]))
+            (directory / f"f{number}").write_bytes(data)
+            expected[f"f{number}"] = data
+        for name, data in expected.items():
+            assert (directory / name).read_bytes() == data
+        return sorted(os.listdir(directory))
+
+    with ThreadPoolExecutor(6) as pool:
+        listings = list(pool.map(worker, range(6)))
+    assert all(listing == sorted(f"f{n}" for n in range(15)) for listing in listings)
+    assert sorted(os.listdir(mounted)) == [f"w{index}" for index in range(6)]
