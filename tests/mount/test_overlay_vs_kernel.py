@@ -210,3 +210,33 @@ def test_same_results_as_kernel_overlayfs(
                 assert snapshot(mountpoint) == snapshot(kernel_mount), (seed, counter)
         assert snapshot(mountpoint) == snapshot(kernel_mount)
     assert [snapshot(lower) for lower in lowers] == lowers_before
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_reads_layers_written_by_kernel_overlayfs(
+    seed: int, kernel_mount: Path, mountpoint: Path, tmp_path: Path
+) -> None:
+    """An upper directory that Linux overlayfs wrote (0/0 device whiteouts, opaque xattrs)
+    used as a lower layer: both overlays must merge it with its base the same way."""
+    rng = random.Random(1000 + seed)
+    base = tmp_path / "base"
+    base.mkdir()
+    make_lower(base, rng)
+    mount_kernel_overlay([base], kernel_mount)
+    for counter in range(STEPS):
+        outcome(operations(rng, counter)[1], kernel_mount)
+    subprocess.run(["umount", str(kernel_mount)], check=True)
+    written = tmp_path / "upper"  # what the kernel wrote: now a read-only layer
+    options = f"lowerdir={written}:{base}"
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(kernel_mount)], check=True
+    )
+    backend = {
+        "type": "overlay",
+        "lower": [
+            {"type": "passthrough", "root": str(layer), "readonly": True, "privileged_xattrs": True}
+            for layer in (written, base)
+        ],
+    }
+    with mounted_share(mountpoint, share_config(backend)):
+        assert snapshot(mountpoint) == snapshot(kernel_mount)

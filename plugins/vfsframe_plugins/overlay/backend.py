@@ -113,7 +113,10 @@ class OverlayBackend(Backend):
     # -- resolution ------------------------------------------------------------------------
 
     def _opaque(self, layer: Layer, path: str) -> bool:
-        return layer.stat(wh.join(path, wh.OPAQUE)) is not None
+        if layer.stat(wh.join(path, wh.OPAQUE)) is not None:
+            return True
+        # A lower layer written by Linux overlayfs marks opaque directories with an xattr.
+        return not layer.writable and layer.xattr(path, wh.OVERLAYFS_OPAQUE) == b"y"
 
     def _resolve(self, path: str) -> Stack:
         """The layers' entries for ``path``, topmost first; ENOENT / ENOTDIR as lookup gives."""

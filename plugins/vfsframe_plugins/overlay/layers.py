@@ -98,6 +98,13 @@ class Layer:
                 return None
             raise
 
+    def xattr(self, path: str, name: str) -> bytes | None:
+        """An extended attribute's value, or None when absent or unreadable here."""
+        try:
+            return bytes(self.chain.getxattr(ops.GetxattrRequest(INTERNAL, path, name)))
+        except OSError:
+            return None
+
     def is_dir(self, path: str) -> bool:
         attr = self.stat(path)
         return attr is not None and stat.S_ISDIR(attr.st_mode)

@@ -3,8 +3,8 @@
 A layer hides ``NAME`` of the layers below it with an empty regular file ``.wh.NAME`` next to
 it, and hides everything below a directory with a file ``.wh..wh..opq`` inside it. Names that
 start with ``.wh.`` are the overlay's own: never listed, never found, never created by users.
-Lower layers made by Linux overlayfs mark whiteouts as 0/0 character devices; those are read
-as whiteouts too.
+Lower layers made by Linux overlayfs mark whiteouts as 0/0 character devices and opaque
+directories with the xattr ``trusted.overlay.opaque=y``; those are read too.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
+# How Linux overlayfs marks an opaque directory (read in lower layers it wrote).
+OVERLAYFS_OPAQUE = "trusted.overlay.opaque"
 # Copy-ups are assembled here (in the upper layer's root) and renamed into place.
 WORK_DIR = ".wh..wh..work"
 
