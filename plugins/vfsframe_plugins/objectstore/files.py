@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 
@@ -22,6 +23,8 @@ from .store import ObjectInfo, ObjectReader
 
 # The first GET of a sequential reader is at least this long.
 MIN_WINDOW = 256 << 10
+# Windows fetched ahead of a sequential reader, each on its own connection.
+DEPTH = 2
 
 
 class OpenInode:
@@ -60,15 +63,15 @@ class FileHandle:
     """One open(2) of a file: its flags and its readahead.
 
     A sequential reader's window doubles from MIN_WINDOW (or twice the read) up to the
-    configured readahead; while the reader consumes one window the next is fetched in the
-    background, so the store streams while the kernel copies."""
+    configured readahead; while the reader consumes one window, the next DEPTH windows are
+    fetched in the background, so the store streams (over several connections) while the
+    kernel copies."""
 
     __slots__ = (
         "_buffer",
         "_end",
         "_next",
         "_pending",
-        "_pending_start",
         "_start",
         "_window",
         "flags",
@@ -86,8 +89,8 @@ class FileHandle:
         self._start = self._end = 0  # the buffered range of the object
         self._next = -1  # where a sequential reader reads next
         self._window = 0
-        self._pending: Future[bytearray] | None = None  # the next window, being fetched
-        self._pending_start = 0
+        # The next windows, being fetched: (start, length, future), in object order.
+        self._pending: deque[tuple[int, int, Future[bytearray]]] = deque()
 
     @property
     def writable(self) -> bool:
@@ -131,38 +134,53 @@ class FileHandle:
         return self._start <= offset and offset + size <= self._end
 
     def _take_pending(self, offset: int, size: int) -> bool:
-        """Make the background window the buffer if it holds the read."""
-        if self._pending is None:
-            return False
-        pending, self._pending = self._pending, None
-        buffer = pending.result()
-        start = self._pending_start
-        if not (start <= offset and offset + size <= start + len(buffer)):
-            return False
-        self._buffer, self._start, self._end = buffer, start, start + len(buffer)
-        return True
+        """Make the background window that holds the read the buffer; windows before it
+        are passed over, and a read outside them all drops them."""
+        while self._pending:
+            start, length, future = self._pending[0]
+            if offset < start or offset >= start + length:
+                if offset >= start + length:  # the reader is past this window
+                    self._pending.popleft()
+                    _settle(future)
+                    continue
+                break
+            self._pending.popleft()
+            buffer = future.result()
+            if offset + size > start + len(buffer):
+                break
+            self._buffer, self._start, self._end = buffer, start, start + len(buffer)
+            return True
+        self._drop_pending()
+        return False
 
     def _prefetch(self, reader: ObjectReader, limit: int, pool: Executor | None) -> None:
-        # One window always in flight ahead of the reader.
-        if pool is None or self._pending is not None or self._window == 0:
+        if pool is None or self._window == 0 or self._next < self._start:
             return
-        if self._end >= reader.size or self._next < self._start:
-            return
-        self._window = min(limit, self._window * 2)
-        start = self._end
-        self._pending_start = start
-        self._pending = pool.submit(_fetch, reader, start, min(self._window, reader.size - start))
+        while len(self._pending) < DEPTH:
+            start = self._pending[-1][0] + self._pending[-1][1] if self._pending else self._end
+            if start >= reader.size:
+                return
+            self._window = min(limit, self._window * 2)
+            length = min(self._window, reader.size - start)
+            self._pending.append((start, length, pool.submit(_fetch, reader, start, length)))
+
+    def _drop_pending(self) -> None:
+        while self._pending:
+            _settle(self._pending.popleft()[2])
 
     def close(self) -> None:
-        if self._pending is not None:
-            # Let a background GET finish before its reader goes away.
-            with contextlib.suppress(Exception):
-                self._pending.result()
-            self._pending = None
+        self._drop_pending()  # background GETs finish before their reader goes away
         if self.reader is not None:
             self.reader.close()
             self.reader = None
         self._buffer = bytearray()
+
+
+def _settle(future: Future[bytearray]) -> None:
+    """Wait for a window nobody will read (its GET may still use the reader)."""
+    if not future.cancel():
+        with contextlib.suppress(Exception):
+            future.result()
 
 
 def _fetch(reader: ObjectReader, offset: int, length: int) -> bytearray:
