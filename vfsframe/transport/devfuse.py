@@ -260,8 +260,9 @@ class DevFuseMount:
         try:
             os.write(self.fd, reply)
         except OSError as exc:
-            # ENOENT: the kernel gave up on the request (interrupted); nothing to do.
-            if exc.errno != errno.ENOENT:
+            # ENOENT: the kernel gave up on the request (interrupted); ENODEV/EBADF: the
+            # mount is going away. Nothing to do about either.
+            if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF):
                 log.warning("writing a reply to /dev/fuse failed: %s", exc)
 
     # -- unmounting ------------------------------------------------------------------------
