@@ -71,7 +71,8 @@ class ObjectStoreConfig(PluginConfig):
         default="8MiB",
         validate_default=True,
         description="Largest ranged GET of a sequential reader; the window doubles from the "
-        "first read's size up to this. 0 turns readahead off (one GET per read).",
+        "first read's size up to this, and two windows are fetched ahead. 0 turns readahead "
+        "off (one GET per read).",
     )
     list_page_size: int = Field(
         1000, ge=1, le=1000, description="Keys per listing request (S3 returns at most 1000)."

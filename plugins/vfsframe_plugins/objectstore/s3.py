@@ -114,6 +114,26 @@ class S3StoreConfig(StoreConfig):
         return self
 
 
+def _client_config(config_type: Any, config: S3StoreConfig) -> Any:
+    options: dict[str, Any] = {
+        "retries": {"mode": "standard", "total_max_attempts": config.max_attempts},
+        "connect_timeout": config.connect_timeout,
+        "read_timeout": config.read_timeout,
+        "max_pool_connections": config.max_connections,
+        "s3": {"addressing_style": config.addressing_style},
+    }
+    try:
+        # botocore >= 1.36 checksums every put by default: a pass over the data that some
+        # S3-compatible servers refuse; ETags already check transfers.
+        return config_type(
+            **options,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+    except TypeError:  # an older botocore: it adds no checksums of its own
+        return config_type(**options)
+
+
 def _code(exc: Any) -> str:
     response = getattr(exc, "response", None) or {}
     error = response.get("Error", {})
@@ -192,17 +212,7 @@ class S3Store(ObjectStore):
             else None,
             aws_secret_access_key=secret.get_secret_value() if secret else None,
             aws_session_token=token.get_secret_value() if token else None,
-            config=Config(
-                retries={"mode": "standard", "total_max_attempts": config.max_attempts},
-                connect_timeout=config.connect_timeout,
-                read_timeout=config.read_timeout,
-                max_pool_connections=config.max_connections,
-                s3={"addressing_style": config.addressing_style},
-                # Checksums on every put cost a pass over the data and trip some
-                # S3-compatible servers; ETags already check transfers.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
+            config=_client_config(Config, config),
         )
 
     def _call(self, method: str, key: str, **kwargs: Any) -> Any:
