@@ -19,7 +19,7 @@ VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 SERVE = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.exit(main())"]
 
 
-def wait_for_socket(path: Path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_for_socket(path: Path, proc: subprocess.Popen, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:

@@ -134,7 +134,7 @@ def test_guest_killed_mid_io_then_new_guest_works(kernel, tmp_path, running) -> 
     server.start()
     share = Share(server.tag, server.socket, 1)
     with booted(f"TAG=data\n{IO_LOOP}", [share], tmp_path / "vm1", kernel=kernel) as vm:
-        assert vm.wait_for(r"^CHECK io_started ok", 120), vm.serial()[-2000:]
+        assert vm.wait_for(r"^CHECK io_started ok", 240), vm.serial()[-2000:]
         time.sleep(1.5)  # well inside the I/O loop
         vm.kill()  # SIGKILL: no clean vhost-user shutdown, requests in flight
     deadline = time.monotonic() + 10

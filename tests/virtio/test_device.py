@@ -118,16 +118,16 @@ def test_event_idx_interrupt_suppression(make_frontend) -> None:
     fe = make_frontend()
     fe.start()
     roundtrip(fe, 1, OP_GETATTR, 1)
-    assert fe.calls(1) >= 1
+    assert fe.wait_call(1)
     # used_event = 5: the driver wants an interrupt only once the used index passes 5.
     fe.set_used_event(1, 5)
-    fe.calls(1)
     for i in range(3):
         roundtrip(fe, 1, OP_GETATTR, 10 + i)  # used index goes 2, 3, 4
-    assert fe.calls(1) == 0
+    assert not fe.wait_call(1, timeout=0.2)
     roundtrip(fe, 1, OP_GETATTR, 20)  # 5
-    roundtrip(fe, 1, OP_GETATTR, 21)  # 6 crosses used_event + 1
-    assert fe.calls(1) >= 1
+    assert not fe.wait_call(1, timeout=0.2)
+    roundtrip(fe, 1, OP_GETATTR, 21)  # 6: crossed used_event
+    assert fe.wait_call(1)
     # The device published avail_event so the driver knows which kick it wants next.
     assert fe.avail_event(1) == fe.queues[1].avail_idx
 
@@ -139,11 +139,11 @@ def test_no_event_idx_honours_no_interrupt_flag(make_frontend) -> None:
     fe.setup_queue(0)
     fe.setup_queue(1)
     roundtrip(fe, 1, OP_GETATTR, 1)
-    assert fe.calls(1) == 1
+    assert fe.wait_call(1)
     q = fe.queues[1]
     fe.ram[q.avail] = 1  # VRING_AVAIL_F_NO_INTERRUPT
     roundtrip(fe, 1, OP_GETATTR, 2)
-    assert fe.calls(1) == 0
+    assert not fe.wait_call(1, timeout=0.2)
 
 
 def test_out_of_order_completion_and_hiprio_not_blocked(make_frontend, session) -> None:
@@ -323,3 +323,25 @@ def test_request_error_from_session_gets_eio(make_frontend, session, caplog) -> 
         _used_len, out = roundtrip(fe, 1, OP_GETATTR, 42)
     assert OUT_HEADER.unpack_from(out) == (16, -errno.EIO, 42)
     assert "backend bug" in caplog.text
+
+
+def test_get_vring_base_waits_for_requests_in_flight(make_frontend, session) -> None:
+    import threading
+
+    fe = make_frontend(workers=2)
+    fe.start()
+    slow = in_request(OP_SLOW, 1)
+    rd = fe.alloc(len(slow), slow)
+    wr = fe.alloc(64)
+    fe.add_chain(1, [(rd, len(slow))], [(wr, 64)])
+    assert session.slow_started.acquire(timeout=10)
+    base: list[int] = []
+    asker = threading.Thread(target=lambda: base.append(fe.get_vring_base(1)))
+    asker.start()
+    asker.join(0.3)
+    assert asker.is_alive(), "GET_VRING_BASE answered while a request was still in flight"
+    session.release_slow.set()
+    asker.join(10)
+    # The answer came after the completion: the used ring is consistent with the base.
+    assert base == [1]
+    assert fe.used_idx(1) == 1

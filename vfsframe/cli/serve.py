@@ -12,7 +12,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 from typing import Any
 
 from vfsframe.cli.common import CommandError, choose_share, load_or_report
@@ -22,6 +21,7 @@ from vfsframe.virtio import VhostUserFsDevice, VhostUserServer
 log = logging.getLogger("vfsframe.serve")
 
 CAPABILITIES = {"type": "fs"}
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 DEFAULT_WORKERS = 8
 
 
@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
         print("vfsframe serve: a CONFIG file is required", file=sys.stderr)
         return 2
     config = load_or_report(args.config)
+    # Block the stop signals before any thread exists, so every thread inherits the mask and
+    # sigwait() below receives them. (A Python handler would run only when the signal lands
+    # on the main thread; one delivered to a worker would leave the main thread asleep.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         shares = _chosen_shares(config, args)
     except CommandError as exc:
@@ -83,15 +87,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"vfsframe serve: {exc}", file=sys.stderr)
         _close(servers)
         return 1
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
     for server, _ in servers:
         server.start()
     log.info("serving %d share(s); stop with SIGINT or SIGTERM", len(servers))
-    while not stop.wait(3600):
-        pass
-    log.info("stopping")
+    received = signal.sigwait(STOP_SIGNALS)
+    log.info("stopping on %s", signal.Signals(received).name)
     _close(servers)
     return 0
 

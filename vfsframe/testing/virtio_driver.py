@@ -310,6 +310,12 @@ class TestFrontEnd:
             q.last_used = (q.last_used + 1) & 0xFFFF
         return out
 
+    def wait_call(self, qi: int, timeout: float = 10.0) -> bool:
+        """Wait for an interrupt on qi (the device raises it just after the used index
+        moves, so a test that saw the index must still wait for it)."""
+        ready, _, _ = select.select([self.queues[qi].call], [], [], timeout)
+        return bool(ready) and self.calls(qi) > 0
+
     def calls(self, qi: int) -> int:
         """How many interrupts the device raised on qi since the last look."""
         try:
