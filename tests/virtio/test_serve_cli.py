@@ -201,3 +201,18 @@ def test_qemu_args(tmp_path) -> None:
     assert fs.find("source").get("socket") == str(tmp_path / "data.sock")  # type: ignore[union-attr]
     assert fs.find("target").get("dir") == "data"  # type: ignore[union-attr]
     assert root.find("memoryBacking/access").get("mode") == "shared"  # type: ignore[union-attr]
+
+
+def test_inherited_connected_fd_serves_once_then_exits(tmp_path, serve) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fd = theirs.fileno()
+    proc = serve(str(config(tmp_path, with_socket=False)), "--fd", str(fd), pass_fds=(fd,))
+    theirs.close()
+    fe = TestFrontEnd.over_socket(ours)
+    try:
+        mount_handshake(fe)
+    finally:
+        fe.close()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "front-end gone" in err

@@ -90,8 +90,15 @@ def run(args: argparse.Namespace) -> int:
     for server, _ in servers:
         server.start()
     log.info("serving %d share(s); stop with SIGINT or SIGTERM", len(servers))
-    received = signal.sigwait(STOP_SIGNALS)
-    log.info("stopping on %s", signal.Signals(received).name)
+    while True:
+        received = signal.sigtimedwait(STOP_SIGNALS, 1.0)
+        if received is not None:
+            log.info("stopping on %s", signal.Signals(received.si_signo).name)
+            break
+        if not any(server.running for server, _ in servers):
+            # Only an inherited, already-connected fd ends by itself: its front-end is gone.
+            log.info("front-end gone; exiting")
+            break
     _close(servers)
     return 0
 

@@ -79,6 +79,17 @@ class TestFrontEnd:
         socket_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.device = device
+        self._init_guest(queue_size)
+        if socket_path is not None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(os.fspath(socket_path))
+        else:
+            assert device is not None, "give a device or a socket path"
+            self.sock, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._thread = threading.Thread(target=self._serve, daemon=True)
+            self._thread.start()
+
+    def _init_guest(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self.memfd = os.memfd_create("test-guest-ram", os.MFD_CLOEXEC)
         os.ftruncate(self.memfd, MEMFD_SIZE)
@@ -89,18 +100,20 @@ class TestFrontEnd:
         # the device could see a torn index).
         self._ram16 = self.ram.cast("H")
         self._thread: threading.Thread | None = None
-        if socket_path is not None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(os.fspath(socket_path))
-        else:
-            assert device is not None, "give a device or a socket path"
-            self.sock, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._thread = threading.Thread(target=self._serve, daemon=True)
-            self._thread.start()
         self.queues: dict[int, DriverQueue] = {}
         self._next_buffer = BUFFER_AREA
         self.features = 0
         self.protocol_features = 0
+
+    @classmethod
+    def over_socket(cls, sock: socket.socket, queue_size: int = 64) -> TestFrontEnd:
+        """A front-end on an already-connected socket (e.g. one end of a socketpair whose
+        other end a server inherited)."""
+        fe = cls.__new__(cls)
+        fe._init_guest(queue_size)
+        fe.device = None
+        fe.sock = sock
+        return fe
 
     def _serve(self) -> None:
         assert self.device is not None

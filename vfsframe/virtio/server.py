@@ -85,6 +85,11 @@ class VhostUserServer:
         )
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Still serving or waiting for a front-end (false once a --fd connection ended)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def serve_forever(self) -> None:
         sock = self._sock
         assert sock is not None
