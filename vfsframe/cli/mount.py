@@ -58,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("vfsframe").setLevel(logging.DEBUG)
     if options.fsname == "vfsframe":
         options.fsname = f"vfsframe:{share.tag}"
+    try:
+        session = build_session(share)
+    except OSError as exc:  # the backend cannot start: a missing bucket, a bad root ...
+        print(f"vfsframe mount: share {share.tag!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     created = _make_mountpoint(args.mountpoint)
-    session = build_session(share)
     mount = DevFuseMount(session, args.mountpoint, options)
     try:
         mount.mount()
