@@ -32,6 +32,7 @@ PROTOCOL_FEATURES = (
     | 1 << ProtocolFeature.CONFIGURE_MEM_SLOTS
 )
 MAX_MEM_SLOTS = 32
+MAX_QUEUES = 1 + 64  # hiprio + request queues; bounds what a front-end can make us allocate
 
 # Requests that by definition carry a reply; refusing one we do not implement must close the
 # connection, because the front-end would otherwise wait for an answer forever.
@@ -229,8 +230,22 @@ class VhostUserFsDevice:
     # -- vrings --------------------------------------------------------------------------
 
     def _queue(self, index: int) -> VirtQueue:
-        if not 0 <= index < self.num_queues:
-            raise ValueError(f"queue index {index} (this device has {self.num_queues} queues)")
+        if not 0 <= index < MAX_QUEUES:
+            raise ValueError(f"queue index {index} (a device has at most {MAX_QUEUES} queues)")
+        if index >= len(self.queues):
+            # QEMU does not hold vhost-user-fs to GET_QUEUE_NUM: with more num-request-queues
+            # than configured it sets them up anyway, and a guest using an unserved queue
+            # hangs. Serving them is the useful answer; the warning says how to fix the config.
+            log.warning(
+                "%s: the front-end uses request queue %d but the share has request_queues = "
+                "%d; serving it anyway (set request_queues to match QEMU's num-request-queues)",
+                self.name, index, self.num_queues - 1,
+            )  # fmt: skip
+            while len(self.queues) <= index:
+                vq = VirtQueue(len(self.queues))
+                self._apply_features(vq)
+                self.queues.append(vq)
+                self.served.append(0)
         return self.queues[index]
 
     def _set_vring_num(self, msg: Message) -> None:
