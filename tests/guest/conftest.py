@@ -2,24 +2,19 @@
 
 They need what .ci/install-guest.sh installs (QEMU, busybox-static, the reference virtiofsd)
 and fetch the guest kernel on first use. Select or skip them with `-m guest` / `-m "not guest"`.
+Helpers (server kinds, the workload script) live in `servers.py`.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from servers import Server
-
 from vfsframe.testing.guestvm import fetch_kernel
 
-WORKLOAD = (Path(__file__).parent / "fs_workload.sh").read_text()
+from .servers import Server
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +26,6 @@ def kernel() -> Path:
 def guest_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Unix socket paths are limited to 108 bytes; pytest's tmp paths can come close.
     return tmp_path_factory.mktemp("guest")
-
-
-def workload(tag: str) -> str:
-    return f"TAG={tag}\n{WORKLOAD}"
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 
 VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
+WORKLOAD = (Path(__file__).parent / "fs_workload.sh").read_text()
 SERVE = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.exit(main())"]
+
+
+def workload(tag: str) -> str:
+    """The guest filesystem workload script, mounting `tag`."""
+    return f"TAG={tag}\n{WORKLOAD}"
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen, timeout: float = 90.0) -> None:

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import workload
-from servers import ReferenceVirtiofsd, Server, VfsframeMemory
 
 from vfsframe.testing.guestvm import GuestResult, GuestVM, Share, booted, run_guest
+
+from .servers import ReferenceVirtiofsd, Server, VfsframeMemory, workload
 
 pytestmark = pytest.mark.guest
 

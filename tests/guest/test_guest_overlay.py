@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
-from servers import SERVE, Server
 
 from vfsframe.testing.guestvm import Share, run_guest
+
+from .servers import SERVE, Server
 
 pytestmark = pytest.mark.guest
 

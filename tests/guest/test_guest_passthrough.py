@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import workload
-from servers import SERVE, ReferenceVirtiofsd, Server
 
 from vfsframe.testing.guestvm import GuestResult, Share, run_guest
+
+from .servers import SERVE, ReferenceVirtiofsd, Server, workload
 
 pytestmark = pytest.mark.guest
 

@@ -6,11 +6,11 @@ import errno
 import logging
 import os
 
-from conftest import OP_FORGET, OP_SLOW, OUT_HEADER, StubSession, in_request
-
 from vfsframe.testing.virtio_driver import REGIONS, MiB, TestFrontEnd
 from vfsframe.virtio import protocol as p
 from vfsframe.virtio.device import PROTOCOL_FEATURES, VIRTIO_FEATURES
+
+from .stub_session import OP_FORGET, OP_SLOW, OUT_HEADER, StubSession, in_request
 
 OP_GETATTR = 3
 
