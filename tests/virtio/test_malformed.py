@@ -328,3 +328,20 @@ def test_guest_memory_guard_after_everything(fe) -> None:
     # table would land there.
     assert fe.guard_intact()
     assert fe.read(GUARD_OFFSET, 1)[0] == 0xA5
+
+
+def test_kick_fd_that_cannot_be_polled(make_frontend, caplog, tmp_path) -> None:
+    fe = make_frontend(queue_size=16)
+    fe.negotiate()
+    fe.set_mem_table()
+    fe.setup_queue(0)
+    fe.setup_queue(1)
+    caplog.set_level(logging.ERROR)
+    regular = os.open(tmp_path / "not-an-eventfd", os.O_RDWR | os.O_CREAT)
+    fe.call(p.Request.SET_VRING_KICK, p.U64.pack(1), [regular])
+    os.close(regular)
+    deadline = time.monotonic() + 10
+    while "thread failed" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "queue 1: thread failed" in caplog.text
+    assert_still_serving(fe, 0)  # the device and its other queues carry on

@@ -110,6 +110,14 @@ class QueueService:
         os.close(self._stop_fd)
 
     def _run(self, slot: int) -> None:
+        try:
+            self._loop(slot)
+        except Exception:
+            # E.g. a kick "eventfd" that cannot be polled. Never let a thread die silently.
+            self.vq.broken = "queue thread failed"
+            log.exception("queue %d: thread failed; the queue is marked broken", self.vq.index)
+
+    def _loop(self, slot: int) -> None:
         kick_fd = self.vq.kick_fd
         with select.epoll() as ep:
             ep.register(self._stop_fd, select.EPOLLIN)
