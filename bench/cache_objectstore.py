@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from vfsframe_plugins.cache import CacheConfig, CacheMiddleware
 from vfsframe_plugins.objectstore import ObjectStore, ObjectStoreBackend, ObjectStoreConfig
 from vfsframe_plugins.objectstore.local import LocalStore, LocalStoreConfig
 
+from bench.common import timed
 from vfsframe.chain import ShareChain
 from vfsframe.session import SessionOptions
 from vfsframe.testing.mount import mounted
@@ -145,12 +146,6 @@ def share(root: Path, mountpoint: Path, latency: float, cached: bool) -> Iterato
             yield store
     finally:
         chain.close()
-
-
-def timed(function: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def read_working_set(mountpoint: Path) -> None:

@@ -18,30 +18,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chain_overhead import measure_chain_overhead
+from bench.common import drop_caches, timed, vfsframe_mount, wait_mounted
 
 BLOCK = 1 << 20
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3")
-
-
-def wait_mounted(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.ismount(path):
-        if process.poll() is not None:
-            raise RuntimeError(f"server for {path} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} not mounted after {timeout}s")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -69,30 +54,9 @@ def bindfs_over_tmpfs() -> Iterator[Path]:
             mountpoint.rmdir()
 
 
-@contextlib.contextmanager
-def vfsframe_memory(cache: str) -> Iterator[Path]:
-    config = Path(tempfile.mkstemp(prefix="bench-", suffix=".toml")[1])
-    config.write_text(
-        f'[[share]]\ntag = "bench"\ncache = "{cache}"\n'
-        '[share.backend]\ntype = "memory"\ncapacity = "3GiB"\nmax_inodes = 2000000\n'
-    )
-    mountpoint = Path(tempfile.mkdtemp(prefix="bench-vfsframe-"))
-    vfsframe = [sys.executable, "-m", "vfsframe", "--log-level", "warning"]
-    server = subprocess.Popen([*vfsframe, "mount", str(config), str(mountpoint)])
-    try:
-        wait_mounted(mountpoint, server)
-        yield mountpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        mountpoint.rmdir()
-        config.unlink()
-
-
-def timed(work: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
+def vfsframe_memory(cache: str) -> contextlib.AbstractContextManager[Path]:
+    backend = '[share.backend]\ntype = "memory"\ncapacity = "3GiB"\nmax_inodes = 2000000\n'
+    return vfsframe_mount(backend, cache)
 
 
 def metadata_workloads(root: Path, files: int) -> dict[str, float]:

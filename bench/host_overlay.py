@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.host_memory import drop_caches, timed, wait_mounted
+from bench.common import drop_caches, timed, vfsframe_mount
 
 
 def make_lower(root: Path, files: int, mib: int) -> None:
@@ -36,23 +36,6 @@ def make_lower(root: Path, files: int, mib: int) -> None:
         block = os.urandom(1 << 20)
         for _ in range(mib):
             f.write(block)
-
-
-@contextlib.contextmanager
-def vfsframe_mount(backend_toml: str) -> Iterator[Path]:
-    config = Path(tempfile.mkstemp(prefix="bench-", suffix=".toml")[1])
-    config.write_text(f'[[share]]\ntag = "bench"\ncache = "auto"\n{backend_toml}')
-    mountpoint = Path(tempfile.mkdtemp(prefix="bench-overlay-"))
-    command = [sys.executable, "-m", "vfsframe", "--log-level", "warning", "mount"]
-    server = subprocess.Popen([*command, str(config), str(mountpoint)])
-    try:
-        wait_mounted(mountpoint, server)
-        yield mountpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        mountpoint.rmdir()
-        config.unlink()
 
 
 @contextlib.contextmanager

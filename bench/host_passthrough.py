@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.host_memory import (
-    drop_caches,
-    metadata_workloads,
-    sequential_workloads,
-    timed,
-    wait_mounted,
-)
+from bench.common import drop_caches, timed, vfsframe_mount
+from bench.host_memory import metadata_workloads, sequential_workloads
 
 BLOCK = 1 << 20
 PAGE = 4096
@@ -51,22 +45,12 @@ def native(base: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def passthrough(base: Path, cache: str) -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="shared-", dir=base))
-    config = Path(tempfile.mkstemp(prefix="bench-", suffix=".toml")[1])
-    config.write_text(
-        f'[[share]]\ntag = "bench"\ncache = "{cache}"\n'
-        f'[share.backend]\ntype = "passthrough"\nroot = "{root}"\n'
-    )
-    mountpoint = Path(tempfile.mkdtemp(prefix="bench-passthrough-"))
-    vfsframe = [sys.executable, "-m", "vfsframe", "--log-level", "warning"]
-    server = subprocess.Popen([*vfsframe, "mount", str(config), str(mountpoint)])
     try:
-        wait_mounted(mountpoint, server)
-        yield mountpoint
+        with vfsframe_mount(
+            f'[share.backend]\ntype = "passthrough"\nroot = "{root}"\n', cache
+        ) as mp:
+            yield mp
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-        mountpoint.rmdir()
-        config.unlink()
         shutil.rmtree(root)
 
 

@@ -25,16 +25,15 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.host_memory import drop_caches, wait_mounted
+from bench.common import drop_caches, timed, vfsframe_mount
 
 BLOCK = 1 << 20
 PART = 8 << 20
@@ -84,34 +83,16 @@ def client(endpoint: str) -> Any:
     )
 
 
-@contextlib.contextmanager
-def mounted(endpoint: str, listing_attributes: str = "head") -> Iterator[Path]:
-    config = Path(tempfile.mkstemp(prefix="bench-objectstore-", suffix=".toml")[1])
-    config.write_text(
-        '[[share]]\ntag = "bench"\n[share.backend]\ntype = "objectstore"\n'
+def mounted(
+    endpoint: str, listing_attributes: str = "head"
+) -> contextlib.AbstractContextManager[Path]:
+    return vfsframe_mount(
+        '[share.backend]\ntype = "objectstore"\n'
         f'listing_attributes = "{listing_attributes}"\n'
         f'[share.backend.store]\ntype = "s3"\nbucket = "{BUCKET}"\nendpoint_url = "{endpoint}"\n'
         'region = "us-east-1"\naddressing_style = "path"\n'
         'access_key_id = "bench"\nsecret_access_key = "bench"\n'
     )
-    mountpoint = Path(tempfile.mkdtemp(prefix="bench-objectstore-"))
-    vfsframe = [sys.executable, "-m", "vfsframe", "--log-level", "warning"]
-    server = subprocess.Popen([*vfsframe, "mount", str(config), str(mountpoint)])
-    try:
-        wait_mounted(mountpoint, server)
-        yield mountpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        with contextlib.suppress(OSError):
-            mountpoint.rmdir()
-        config.unlink()
-
-
-def timed(work: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
 
 
 def mount_write(root: Path, block: bytes, mib: int) -> None:

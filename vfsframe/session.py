@@ -132,13 +132,17 @@ class FuseSession:
             else:
                 result = handler(call)
         except OSError as exc:
+            # The traceback's frames (pluggy's among them) hold the request's memoryviews in a
+            # reference cycle; drop it now so guest memory is not pinned until a gc pass.
+            exc.__traceback__ = None
             return self._error(reply, unique, exc.errno or errno.EIO)
         except ProtocolError as exc:
+            exc.__traceback__ = None
             log.warning(
                 "%s: bad request (opcode %s, unique %d): %s", self.options.name, opcode, unique, exc
             )
             return self._error(reply, unique, exc.errno)
-        except Exception:
+        except Exception as exc:
             log.exception(
                 "%s: %s failed (unique %d, nodeid %d); answering EIO",
                 self.options.name,
@@ -146,6 +150,7 @@ class FuseSession:
                 unique,
                 nodeid,
             )
+            exc.__traceback__ = None
             return self._error(reply, unique, errno.EIO)
         if result is None:
             return 0

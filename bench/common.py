@@ -1,0 +1,56 @@
+"""What every benchmark needs: a share mounted by a real `vfsframe mount` process, timing,
+and cold caches."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def drop_caches() -> None:
+    """Make the next access ask the server, not the kernel's page and dentry caches."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3")
+
+
+def timed(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def wait_mounted(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.ismount(path):
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {path} exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} not mounted after {timeout}s")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def vfsframe_mount(share_toml: str, cache: str = "auto") -> Iterator[Path]:
+    """Mount a one-share config (``share_toml`` is the share's body after its tag and
+    cache lines, e.g. its ``[share.backend]`` table) with a `vfsframe mount` process, as a
+    user would run it; unmounted (SIGTERM) afterwards."""
+    config = Path(tempfile.mkstemp(prefix="bench-", suffix=".toml")[1])
+    config.write_text(f'[[share]]\ntag = "bench"\ncache = "{cache}"\n{share_toml}')
+    mountpoint = Path(tempfile.mkdtemp(prefix="bench-vfsframe-"))
+    command = [sys.executable, "-m", "vfsframe", "--log-level", "warning", "mount"]
+    server = subprocess.Popen([*command, str(config), str(mountpoint)], stdout=subprocess.DEVNULL)
+    try:
+        wait_mounted(mountpoint, server)
+        yield mountpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        with contextlib.suppress(OSError):
+            mountpoint.rmdir()
+        config.unlink()
