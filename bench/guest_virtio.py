@@ -1,0 +1,202 @@
+"""Guest benchmark for the virtio-fs device engine (issue 3): a Linux guest under QEMU TCG mounts
+a passthrough share served by `vfsframe serve` and, in the same run, an equivalent directory
+served by the reference C virtiofsd (`/usr/lib/qemu/virtiofsd`, one request queue). Same guest
+kernel, same busybox workload script, one boot per server configuration per round:
+
+- 256 MiB sequential write (dd, conv=fsync) and read-back after drop_caches (guest and host);
+- create / stat / rename / unlink of 2,000 files from one guest process;
+- the same 2,000 files split over 4 parallel guest processes;
+
+for the reference, vfsframe with 1 request queue and vfsframe with 4 (QEMU num-request-queues=4).
+Each round boots all three back to back and computes ratios vfsframe/reference from that round;
+medians over --repeat rounds are printed (TCG guests are noisy: one run can differ by 2x).
+The guest clock is /proc/uptime (10 ms; busybox date has no %N), so use enough files.
+
+Run as root:  .venv/bin/python bench/guest_virtio.py [--repeat 3] [--mib 256] [--files 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+# The repo root (for `bench`) and tests/guest (the guest tests' server classes) on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
+
+from servers import SERVE, ReferenceVirtiofsd, Server
+
+from bench.common import drop_caches
+from bench.guest_passthrough import VfsframePassthrough
+from vfsframe.testing.guestvm import Share, fetch_kernel, run_guest
+
+# Phases run in lock step: every worker of a phase starts together and the phase ends when the
+# last one does, so the 4-process figures are aggregate throughput, not per-process latency.
+# Shell builtins (`: >`, `[ -f ]`) avoid a fork per file; rename and unlink use one mv / rm per
+# worker so that the guest's fork cost (large under TCG) does not drown the server's share.
+GUEST_SCRIPT = r"""
+now() { cut -d' ' -f1 /proc/uptime; }
+elapsed() { echo "$1 $2" | awk '{printf "%.2f", $2 - $1}'; }
+coldcache() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+check mount "mount -t virtiofs $TAG /mnt/a"
+
+t0=$(now); dd if=/dev/zero of=/mnt/a/seq bs=1M count=$MIB conv=fsync 2>/dev/null; t1=$(now)
+result seq_write "$(elapsed $t0 $t1)"
+coldcache
+t0=$(now); dd if=/mnt/a/seq of=/dev/null bs=1M 2>/dev/null; t1=$(now)
+result seq_read "$(elapsed $t0 $t1)"
+rm -f /mnt/a/seq
+
+work() {  # work PHASE DIR COUNT
+    cd "$2" || return 1
+    i=0
+    case $1 in
+    create) while [ $i -lt $3 ]; do : > f$i; i=$((i+1)); done ;;
+    stat) while [ $i -lt $3 ]; do [ -f f$i ] || echo "MISSING $2/f$i"; i=$((i+1)); done ;;
+    rename) mkdir ../r${2##*/} && mv f* ../r${2##*/}/ ;;
+    unlink) cd ../r${2##*/} && rm -f f* ;;
+    esac
+}
+meta() {  # meta LABEL NPROC: FILES files split over NPROC workers, one directory each
+    per=$((FILES / $2))
+    j=0; while [ $j -lt $2 ]; do mkdir -p /mnt/a/$1/d$j; j=$((j+1)); done
+    for phase in create stat rename unlink; do
+        coldcache  # lookups and getattrs reach the server, not the guest's dentry cache
+        t0=$(now)
+        j=0; while [ $j -lt $2 ]; do work $phase /mnt/a/$1/d$j $per & j=$((j+1)); done
+        wait
+        t1=$(now)
+        result ${1}_$phase "$(elapsed $t0 $t1)"
+    done
+    result ${1}_left "$(find /mnt/a/$1 -type f | wc -l)"
+    rm -rf /mnt/a/$1
+}
+meta m1 1
+meta m4 4
+check umount "umount /mnt/a"
+"""
+
+PHASES = ("create", "stat", "rename", "unlink")
+# Row name -> unit; the table and the ratios follow this order.
+UNITS = {
+    "seq write": "MB/s",
+    "seq read": "MB/s",
+    **{phase: "ops/s" for phase in PHASES},
+    "meta 1 proc": "ops/s",
+    **{f"4p {phase}": "ops/s" for phase in PHASES},
+    "meta 4 procs": "ops/s",
+}
+
+
+class VfsframeServe(VfsframePassthrough):
+    """guest_passthrough's passthrough share, logged at info so the per-queue request counts
+    (logged at disconnect) show whether the guest really spread over the queues."""
+
+    def command(self) -> list[str]:
+        return [*SERVE, "--log-level", "info", "serve", str(self.config)]
+
+
+def queue_counts(server: Server) -> str:
+    served = re.findall(r"requests served: ([^)]*)\)", server.log())
+    return served[-1] if served else ""
+
+
+def run_once(server: Server, workdir: Path, kernel: Path, mib: int, files: int) -> dict[str, float]:
+    server.start()
+    try:
+        drop_caches()  # host page cache: the read must reach the disk through the server
+        script = f"TAG={server.tag}\nMIB={mib}\nFILES={files}\n{GUEST_SCRIPT}"
+        share = Share(server.tag, server.socket, server.request_queues)
+        result = run_guest(script, [share], workdir / "vm", timeout=1800, kernel=kernel)  # type: ignore[arg-type]
+    finally:
+        server.stop()
+    missing = [line for line in result.serial.splitlines() if line.startswith("MISSING")]
+    left = (result.results.get("m1_left"), result.results.get("m4_left"))
+    if not result.finished or result.failed() or missing or left != ("0", "0"):
+        raise RuntimeError(
+            f"guest run failed: {result.failed()} {missing[:3]} left={left}\n"
+            f"{result.serial[-2000:]}\n{server.log()[-2000:]}"
+        )
+    # 10 ms clock: a phase that took "0" took less than one tick.
+    secs = {name: max(float(value), 0.01) for name, value in result.results.items()}
+    mb = mib * (1 << 20) / 1e6
+    figures = {"seq write": mb / secs["seq_write"], "seq read": mb / secs["seq_read"]}
+    for label, prefix in (("meta 1 proc", ""), ("meta 4 procs", "4p ")):
+        key = "m1" if prefix == "" else "m4"
+        for phase in PHASES:
+            figures[f"{prefix}{phase}"] = files / secs[f"{key}_{phase}"]
+        figures[label] = len(PHASES) * files / sum(secs[f"{key}_{p}"] for p in PHASES)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (medians are quoted)")
+    parser.add_argument("--mib", type=int, default=256, help="sequential file size, MiB")
+    parser.add_argument("--files", type=int, default=2000, help="files in the metadata workload")
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="host scratch dir")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (drop_caches, QEMU memfd shares)", file=sys.stderr)
+        return 2
+    if args.files % 4:
+        parser.error("--files must split evenly over 4 processes")
+    kernel = fetch_kernel()
+    targets: dict[str, Callable[[Path], Server]] = {
+        "virtiofsd (C)": ReferenceVirtiofsd,
+        "vfsframe 1q": lambda d: VfsframeServe(d, 1),
+        "vfsframe 4q": lambda d: VfsframeServe(d, 4),
+    }
+    names = list(targets)
+    ref = names[0]
+    print(
+        f"guest (TCG, 2 vCPUs): {args.mib} MiB dd in 1 MiB blocks, {args.files} files; "
+        f"{args.repeat} round(s), medians"
+    )
+    samples: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+    ratios: dict[str, dict[str, list[float]]] = {n: {} for n in names[1:]}
+    base = Path(tempfile.mkdtemp(prefix="guest-virtio-bench-", dir=args.dir))
+    try:
+        for round_ in range(args.repeat):
+            this: dict[str, dict[str, float]] = {}
+            for index, (name, make) in enumerate(targets.items()):
+                workdir = base / f"r{round_}-s{index}"
+                workdir.mkdir()
+                server = make(workdir)
+                this[name] = run_once(server, workdir, kernel, args.mib, args.files)
+                for key, value in this[name].items():
+                    samples[name].setdefault(key, []).append(value)
+                counts = queue_counts(server)
+                print(
+                    f"  round {round_ + 1} {name}: "
+                    + ", ".join(f"{k} {v:,.0f}" for k, v in this[name].items())
+                    + (f"  [served {counts}]" if counts else ""),
+                    flush=True,
+                )
+            # Ratios within one round: the guests ran minutes apart under the same load.
+            for name in names[1:]:
+                for key, value in this[name].items():
+                    ratios[name].setdefault(key, []).append(value / this[ref][key])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    head = f"\n{'workload':<13} {'unit':<6}" + "".join(f"{n:>15}" for n in names)
+    print(head + "".join(f"{n.split()[-1] + '/C':>10}" for n in names[1:]))
+    for workload, unit in UNITS.items():
+        values = "".join(f"{statistics.median(samples[n][workload]):>15,.0f}" for n in names)
+        quoted = "".join(f"{statistics.median(ratios[n][workload]):>10.2f}" for n in names[1:])
+        print(f"{workload:<13} {unit:<6}{values}{quoted}")
+    print("(ratios: median over rounds of the per-round ratio vfsframe/virtiofsd)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
