@@ -1,4 +1,5 @@
-"""`vfsframe mount CONFIG MOUNTPOINT`: serve a share through the host kernel (/dev/fuse)."""
+"""`vfsframe mount CONFIG MOUNTPOINT`: serve a share through the host kernel, over /dev/fuse
+(our own FUSE session, the default) or libfuse's high-level API (``--transport fusepy``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,46 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import Any, Protocol
 
+from vfsframe.chain import ShareChain
 from vfsframe.cli.common import CommandError, choose_share, load_or_report
-from vfsframe.runtime import build_session
+from vfsframe.runtime import build_chain, build_session
 from vfsframe.transport.devfuse import DevFuseMount, MountError, MountOptions
 
 log = logging.getLogger("vfsframe.mount")
+
+TRANSPORTS = ("devfuse", "fusepy")
+
+
+class Mount(Protocol):
+    """What both transports' mounts offer (DevFuseMount, FusepyMount)."""
+
+    mountpoint: str
+
+    def mount(self) -> None: ...
+    def start(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def unmount(self) -> None: ...
+
+
+def build_mount(
+    transport: str, share: Any, mountpoint: str, options: MountOptions
+) -> tuple[Mount, ShareChain]:
+    """The one place a transport is chosen: a mount (not yet mounted) serving ``share``, and
+    the chain to close afterwards. Raises OSError when the backend cannot start, MountError
+    when the transport cannot."""
+    if transport == "fusepy":
+        from vfsframe.transport.fusepy import FusepyMount  # an optional dependency
+
+        chain = build_chain(share.backend, share.middleware)
+        try:
+            return FusepyMount(chain, mountpoint, options, share.cache), chain
+        except MountError:
+            chain.close()
+            raise
+    session = build_session(share)
+    return DevFuseMount(session, mountpoint, options), session.chain
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         help="mount options: allow_other, default_permissions, ro, debug, fsname=, workers=N",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="devfuse",
+        help="devfuse: vfsframe's own FUSE session on /dev/fuse (default); "
+        "fusepy: libfuse's high-level API through mfusepy/fusepy (pip install vfsframe[fusepy])",
     )
     parser.add_argument(
         "--run",
@@ -59,17 +101,19 @@ def run(args: argparse.Namespace) -> int:
     if options.fsname == "vfsframe":
         options.fsname = f"vfsframe:{share.tag}"
     try:
-        session = build_session(share)
+        mount, chain = build_mount(args.transport, share, args.mountpoint, options)
     except OSError as exc:  # the backend cannot start: a missing bucket, a bad root ...
         print(f"vfsframe mount: share {share.tag!r}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except MountError as exc:  # e.g. the fusepy transport without mfusepy installed
+        print(f"vfsframe mount: {exc}", file=sys.stderr)
+        return 1
     created = _make_mountpoint(args.mountpoint)
-    mount = DevFuseMount(session, args.mountpoint, options)
     try:
         mount.mount()
     except MountError as exc:
         print(f"vfsframe mount: {exc}", file=sys.stderr)
-        session.chain.close()
+        chain.close()
         _remove_mountpoint(args.mountpoint, created)
         return 1
     mount.start()
@@ -84,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         mount.unmount()
-        session.chain.close()
+        chain.close()
         _remove_mountpoint(args.mountpoint, created)
         log.info("unmounted %s", mount.mountpoint)
 
@@ -107,7 +151,7 @@ def _remove_mountpoint(path: str, created: bool) -> None:
             os.rmdir(path)
 
 
-def _serve_until_stopped(mount: DevFuseMount) -> None:
+def _serve_until_stopped(mount: Mount) -> None:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
