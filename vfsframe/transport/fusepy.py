@@ -413,7 +413,11 @@ class FusepyMount:
         if self._thread.is_alive():
             self.unmount()
             raise MountError(f"libfuse did not mount {self.mountpoint} within 10 s")
-        raise MountError(f"libfuse could not mount {self.mountpoint}: {self._error or 'failed'}")
+        if isinstance(self._error, RuntimeError):  # fusepy's "fuse_main failed": libfuse
+            reason = "see libfuse's message above"  # has printed the reason to stderr
+        else:
+            reason = str(self._error or "failed")
+        raise MountError(f"libfuse could not mount {self.mountpoint}: {reason}")
 
     def _serve(self) -> None:
         try:
