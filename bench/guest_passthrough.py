@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import SERVE, ReferenceVirtiofsd, Server
 
+from bench.common import drop_caches
 from vfsframe.testing.guestvm import Share, fetch_kernel, run_guest
 
 GUEST_SCRIPT = r"""
@@ -69,15 +70,10 @@ class VfsframePassthrough(Server):
         return [*SERVE, "--log-level", "warning", "serve", str(self.config)]
 
 
-def drop_host_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3")
-
-
 def run_once(server: Server, workdir: Path, kernel: Path, mib: int, files: int) -> dict[str, float]:
     server.start()
     try:
-        drop_host_caches()
+        drop_caches()
         script = f"TAG=data\nMIB={mib}\nFILES={files}\n{GUEST_SCRIPT}"
         share = Share("data", server.socket, server.request_queues)
         result = run_guest(script, [share], workdir / "vm", timeout=900, kernel=kernel)  # type: ignore[arg-type]
