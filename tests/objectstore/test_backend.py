@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -274,3 +275,23 @@ def test_a_read_handle_keeps_its_version(backend: ObjectStoreBackend) -> None:
     backend.vfs_unlink(ops.UnlinkRequest(CTX, "/f"))
     assert backend.vfs_read(ops.ReadRequest(CTX, "", fh, 0, 100)) == b"first version"
     backend.vfs_release(ops.ReleaseRequest(CTX, "", fh))
+
+
+def test_chmod_that_waited_for_the_last_release_still_reaches_the_store(
+    backend: ObjectStoreBackend,
+) -> None:
+    """close(2) returns before the kernel's RELEASE is served: a chmod right after it can find
+    the inode open, then wait for its lock while the release uploads and closes it."""
+    fh, _ = backend.vfs_create(ops.CreateRequest(CTX, "/f", os.O_RDWR, 0o644))
+    write(backend, fh, 0, b"data")
+    backend.vfs_flush(ops.FlushRequest(CTX, "/f", fh))
+    inode = fh.inode
+    with ThreadPoolExecutor(1) as pool, inode.lock:
+        chmod = pool.submit(backend.vfs_setattr, ops.SetattrRequest(CTX, "/f", mode=0o600))
+        while not chmod.running():
+            pass
+        time.sleep(0.1)  # the chmod has found the open inode and waits for its lock
+        backend.vfs_release(ops.ReleaseRequest(CTX, "/f", fh))  # re-entrant: same thread
+    assert stat.S_IMODE(chmod.result(timeout=10).st_mode) == 0o600
+    reopened = ObjectStoreBackend(backend.config, backend.store)  # no in-process state
+    assert stat.S_IMODE(reopened.vfs_getattr(ops.GetattrRequest(CTX, "/f")).st_mode) == 0o600

@@ -268,17 +268,20 @@ class ObjectStoreBackend(Backend):
             inode.staging is not None or inode.info is None or req.size is not None
         ):
             with inode.lock:
-                self._check_setattr(req, inode.meta)
-                if req.size is not None:
-                    self._stage(inode, keep=req.size > 0)
-                    os.ftruncate(inode.staging, req.size)  # type: ignore[arg-type]
-                    inode.size = req.size
-                    inode.meta.mtime_ns = time.time_ns()
-                self._apply(req, inode.meta)
-                inode.dirty = True  # attributes too go up with the next upload
-                if req.size is not None and not writer:
-                    self._upload(inode)  # truncate(2) by path: no close will follow
-                return self._inode_attr(inode, req.path)
+                # The last release may have run while we waited for the lock: then no upload
+                # would follow, and the change must go to the store as for a closed file.
+                if inode.opens > 0:
+                    self._check_setattr(req, inode.meta)
+                    if req.size is not None:
+                        self._stage(inode, keep=req.size > 0)
+                        os.ftruncate(inode.staging, req.size)  # type: ignore[arg-type]
+                        inode.size = req.size
+                        inode.meta.mtime_ns = time.time_ns()
+                    self._apply(req, inode.meta)
+                    inode.dirty = True  # attributes too go up with the next upload
+                    if req.size is not None and not writer:
+                        self._upload(inode)  # truncate(2) by path: no close will follow
+                    return self._inode_attr(inode, req.path)
         found = self._find(req.path)
         meta = found.meta.copy()
         self._check_setattr(req, meta)
