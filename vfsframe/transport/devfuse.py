@@ -29,6 +29,8 @@ MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MNT_DETACH = 2
+# Sequential READs the kernel may have in flight ahead of a reader (see _raise_readahead).
+READAHEAD_REQUESTS = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -180,17 +182,18 @@ class DevFuseMount:
         self._via_fusermount = True
 
     def _raise_readahead(self) -> None:
-        """Let the kernel read ahead as far as the session allows (max_readahead).
+        """Let the kernel keep two max-size READs in flight ahead of a sequential reader.
 
         A new FUSE mount gets the default 128 KiB read-ahead, and INIT can only lower it; with
-        1 MiB requests a sequential read needs far fewer round trips. Called once the INIT reply
-        has been written (the kernel applies INIT's limit then). Root only (sysfs)."""
+        1 MiB requests and two of them outstanding, one worker copies while another waits in
+        the kernel (measured: 2.2-2.7 GB/s against 1.4 GB/s at the default). Called once the
+        INIT reply has been written (the kernel applies INIT's limit then). Root only (sysfs)."""
         if self.connection is None or os.geteuid() != 0:
             return
         path = f"/sys/class/bdi/0:{self.connection}/read_ahead_kb"
         try:
             with open(path, "w") as setting:
-                setting.write(str(self.session.options.max_readahead // 1024))
+                setting.write(str(READAHEAD_REQUESTS * self.session.options.max_readahead // 1024))
         except OSError as exc:
             log.debug("could not raise read-ahead (%s): %s", path, exc)
 
