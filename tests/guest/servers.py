@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from vfsframe.testing.guestvm import GuestResult
+
 VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 WORKLOAD = (Path(__file__).parent / "fs_workload.sh").read_text()
 SERVE = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.exit(main())"]
@@ -23,6 +25,19 @@ SERVE = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.e
 def workload(tag: str) -> str:
     """The guest filesystem workload script, mounting `tag`."""
     return f"TAG={tag}\n{WORKLOAD}"
+
+
+def assert_same_results(ours: GuestResult, reference: GuestResult) -> None:
+    """The differential check: the same guest script gave the same checks and values on
+    vfsframe as on the reference C virtiofsd."""
+    assert not reference.failed(), f"the reference itself failed: {reference.failed()}"
+    assert ours.checks == reference.checks
+    differences = {
+        name: (ours.results.get(name), reference.results.get(name))
+        for name in sorted(set(ours.results) | set(reference.results))
+        if ours.results.get(name) != reference.results.get(name)
+    }
+    assert not differences, differences
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen, timeout: float = 90.0) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from vfsframe.testing.guestvm import GuestResult, GuestVM, Share, booted, run_guest
 
-from .servers import ReferenceVirtiofsd, Server, VfsframeMemory, workload
+from .servers import ReferenceVirtiofsd, Server, VfsframeMemory, assert_same_results, workload
 
 pytestmark = pytest.mark.guest
 
@@ -97,14 +97,7 @@ def test_workload_matches_reference_virtiofsd(vfsframe_run, kernel, tmp_path) ->
         theirs = boot_workload(reference, tmp_path / "vm", kernel)
     finally:
         reference.stop()
-    assert not theirs.failed(), f"the reference itself failed: {theirs.failed()}"
-    assert ours.checks == theirs.checks
-    differences = {
-        name: (ours.results.get(name), theirs.results.get(name))
-        for name in sorted(set(ours.results) | set(theirs.results))
-        if ours.results.get(name) != theirs.results.get(name)
-    }
-    assert not differences, differences
+    assert_same_results(ours, theirs)
 
 
 IO_LOOP = """

@@ -12,7 +12,7 @@ import pytest
 
 from vfsframe.testing.guestvm import GuestResult, Share, run_guest
 
-from .servers import SERVE, ReferenceVirtiofsd, Server, workload
+from .servers import SERVE, ReferenceVirtiofsd, Server, assert_same_results, workload
 
 pytestmark = pytest.mark.guest
 
@@ -81,11 +81,4 @@ def test_passthrough_matches_reference_virtiofsd(passthrough_run, kernel, tmp_pa
         theirs = boot(reference, tmp_path / "vm", kernel)
     finally:
         reference.stop()
-    assert not theirs.failed(), f"the reference itself failed: {theirs.failed()}"
-    assert ours.checks == theirs.checks
-    differences = {
-        name: (ours.results.get(name), theirs.results.get(name))
-        for name in sorted(set(ours.results) | set(theirs.results))
-        if ours.results.get(name) != theirs.results.get(name)
-    }
-    assert not differences, differences
+    assert_same_results(ours, theirs)

@@ -44,20 +44,24 @@ def batch_forget(call: Call) -> None:
         nodes.forget(nodeid, lookups)
 
 
-def getattr_(call: Call) -> bytes:
-    flags, _, fh = call.unpack(abi.GETATTR_IN)
+def _target(call: Call, has_fh: bool, fh: int) -> tuple[str, Any]:
+    """The path and backend handle a GETATTR/SETATTR works on. fstat/fchmod/futimens of an
+    unlinked open file come without a handle (no name is left): use one of its handles."""
     node = call.node
-    if flags & abi.GETATTR_FH:
+    if has_fh:
         handle = call.session.handles.file(fh)
     elif not node.names and node is not call.session.nodes.root:
-        # fstat(2) of an unlinked open file comes without a handle; find one.
         handle = call.session.handles.open_file_of(node)
     else:
-        handle = None
-    if handle is not None:
-        path, backend_fh = call.handle_path(handle.node), handle.backend_fh
-    else:
-        path, backend_fh = call.path(node), None
+        return call.path(node), None
+    if handle is None:
+        raise OSError(errno.ESTALE, "node has no name and no open file")
+    return call.handle_path(handle.node), handle.backend_fh
+
+
+def getattr_(call: Call) -> bytes:
+    flags, _, fh = call.unpack(abi.GETATTR_IN)
+    path, backend_fh = _target(call, bool(flags & abi.GETATTR_FH), fh)
     attr = call.session.chain.getattr(ops.GetattrRequest(call.ctx, path, backend_fh))
     return call.attr_out(attr)
 
@@ -65,18 +69,8 @@ def getattr_(call: Call) -> bytes:
 def setattr_(call: Call) -> bytes:
     (valid, _, fh, size, _owner, atime, mtime, ctime, atimensec, mtimensec, ctimensec, mode, _,
      uid, gid, _) = call.unpack(abi.SETATTR_IN)  # fmt: skip
-    node = call.node
-    if valid & abi.FATTR_FH:
-        handle = call.session.handles.file(fh)
-    elif not node.names and node is not call.session.nodes.root:
-        # fchmod/fchown/futimens of an unlinked open file come without a handle; find one.
-        handle = call.session.handles.open_file_of(node)
-    else:
-        handle = None
-    if handle is not None:
-        req = ops.SetattrRequest(call.ctx, call.handle_path(handle.node), handle.backend_fh)
-    else:
-        req = ops.SetattrRequest(call.ctx, call.path(node))
+    path, backend_fh = _target(call, bool(valid & abi.FATTR_FH), fh)
+    req = ops.SetattrRequest(call.ctx, path, backend_fh)
     if valid & abi.FATTR_MODE:
         req.mode = mode
     if valid & abi.FATTR_UID:
