@@ -28,7 +28,7 @@ from vfsframe.fuse.wire import (
     total_length,
 )
 from vfsframe.handlers import HANDLERS, Call
-from vfsframe.handles import HandleTable
+from vfsframe.handles import HandleTable, OpenDirectory
 from vfsframe.nodes import NodeTable
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,6 @@ class FuseSession:
         return slice_segments(reply, OUT_HEADER_SIZE, size)
 
     def _release_quietly(self, handle: Any) -> None:
-        from vfsframe.handles import OpenDirectory
-
         try:
             path = self.nodes.path(handle.node)
         except OSError:
