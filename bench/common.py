@@ -25,6 +25,24 @@ def timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def collect_samples(
+    name: str,
+    mount: Callable[[], contextlib.AbstractContextManager[Path]],
+    repeat: int,
+    workloads: Callable[[Path], dict[str, float]],
+) -> dict[str, list[float]]:
+    """Run ``workloads`` on a fresh mount ``repeat`` times; each figure's samples, printed as
+    they come."""
+    samples: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        with mount() as root:
+            results = workloads(root)
+        for key, value in results.items():
+            samples.setdefault(key, []).append(value)
+        print(f"  {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in results.items()), flush=True)
+    return samples
+
+
 def wait_mounted(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.ismount(path):

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chain_overhead import measure_chain_overhead
-from bench.common import drop_caches, timed, vfsframe_mount, wait_mounted
+from bench.common import collect_samples, drop_caches, timed, vfsframe_mount, wait_mounted
 
 BLOCK = 1 << 20
 
@@ -121,14 +121,10 @@ def run_target(
     mount: Callable[[], contextlib.AbstractContextManager[Path]],
     args: argparse.Namespace,
 ) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {}
-    for _ in range(args.repeat):
-        with mount() as root:
-            results = metadata_workloads(root, args.files) | sequential_workloads(root, args.mib)
-        for key, value in results.items():
-            samples.setdefault(key, []).append(value)
-        print(f"  {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in results.items()), flush=True)
-    return samples
+    def workloads(root: Path) -> dict[str, float]:
+        return metadata_workloads(root, args.files) | sequential_workloads(root, args.mib)
+
+    return collect_samples(name, mount, args.repeat, workloads)
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import drop_caches, timed, vfsframe_mount
+from bench.common import collect_samples, drop_caches, timed, vfsframe_mount
 from bench.host_memory import metadata_workloads, sequential_workloads
 
 BLOCK = 1 << 20
@@ -97,16 +97,12 @@ def run_target(
     mount: Callable[[], contextlib.AbstractContextManager[Path]],
     args: argparse.Namespace,
 ) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {}
-    for _ in range(args.repeat):
-        with mount() as root:
-            results = sequential_workloads(root, args.mib)
-            results |= random_reads(root, args.mib, args.reads)
-            results |= metadata_workloads(root, args.files)
-        for key, value in results.items():
-            samples.setdefault(key, []).append(value)
-        print(f"  {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in results.items()), flush=True)
-    return samples
+    def workloads(root: Path) -> dict[str, float]:
+        results = sequential_workloads(root, args.mib)
+        results |= random_reads(root, args.mib, args.reads)
+        return results | metadata_workloads(root, args.files)
+
+    return collect_samples(name, mount, args.repeat, workloads)
 
 
 def main() -> int:

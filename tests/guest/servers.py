@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vfsframe.testing.guestvm import GuestResult
+from vfsframe.testing.guestvm import GuestResult, Share, run_guest
 
 VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 WORKLOAD = (Path(__file__).parent / "fs_workload.sh").read_text()
@@ -25,6 +25,22 @@ SERVE = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.e
 def workload(tag: str) -> str:
     """The guest filesystem workload script, mounting `tag`."""
     return f"TAG={tag}\n{WORKLOAD}"
+
+
+# Seconds a guest may take for the whole workload under TCG.
+WORKLOAD_TIMEOUT = 300.0
+
+
+def boot_workload(server: Server, workdir: Path, kernel: Path) -> GuestResult:
+    """Boot a guest that runs the filesystem workload on ``server``'s share."""
+    share = Share(server.tag, server.socket, server.request_queues)
+    result = run_guest(
+        workload(server.tag), [share], workdir, timeout=WORKLOAD_TIMEOUT, kernel=kernel
+    )  # type: ignore[arg-type]
+    assert result.finished, (
+        f"guest did not finish:\n{result.serial[-3000:]}\n{server.log()[-3000:]}"
+    )
+    return result
 
 
 def assert_same_results(ours: GuestResult, reference: GuestResult) -> None:

@@ -9,24 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from vfsframe.testing.guestvm import GuestResult, GuestVM, Share, booted, run_guest
+from vfsframe.testing.guestvm import GuestVM, Share, booted, run_guest
 
-from .servers import ReferenceVirtiofsd, Server, VfsframeMemory, assert_same_results, workload
+from .servers import (
+    WORKLOAD_TIMEOUT,
+    ReferenceVirtiofsd,
+    VfsframeMemory,
+    assert_same_results,
+    boot_workload,
+)
 
 pytestmark = pytest.mark.guest
-
-WORKLOAD_TIMEOUT = 300.0
-
-
-def boot_workload(server: Server, workdir: Path, kernel: Path) -> GuestResult:
-    share = Share(server.tag, server.socket, server.request_queues)
-    result = run_guest(
-        workload(server.tag), [share], workdir, timeout=WORKLOAD_TIMEOUT, kernel=kernel
-    )  # type: ignore[arg-type]
-    assert result.finished, (
-        f"guest did not finish:\n{result.serial[-3000:]}\n{server.log()[-3000:]}"
-    )
-    return result
 
 
 @pytest.fixture(scope="module")

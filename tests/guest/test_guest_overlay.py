@@ -12,11 +12,10 @@ import pytest
 
 from vfsframe.testing.guestvm import Share, run_guest
 
-from .servers import SERVE, Server
+from .servers import SERVE, WORKLOAD_TIMEOUT, Server
 
 pytestmark = pytest.mark.guest
 
-WORKLOAD_TIMEOUT = 300.0
 
 SCRIPT = r"""
 M=/mnt/a

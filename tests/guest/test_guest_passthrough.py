@@ -10,13 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from vfsframe.testing.guestvm import GuestResult, Share, run_guest
-
-from .servers import SERVE, ReferenceVirtiofsd, Server, assert_same_results, workload
+from .servers import SERVE, ReferenceVirtiofsd, Server, assert_same_results, boot_workload
 
 pytestmark = pytest.mark.guest
-
-WORKLOAD_TIMEOUT = 300.0
 
 
 class VfsframePassthrough(Server):
@@ -40,24 +36,13 @@ class VfsframePassthrough(Server):
         return [*SERVE, "serve", str(self.config)]
 
 
-def boot(server: Server, workdir: Path, kernel: Path) -> GuestResult:
-    share = Share(server.tag, server.socket, server.request_queues)
-    result = run_guest(
-        workload(server.tag), [share], workdir, timeout=WORKLOAD_TIMEOUT, kernel=kernel
-    )  # type: ignore[arg-type]
-    assert result.finished, (
-        f"guest did not finish:\n{result.serial[-3000:]}\n{server.log()[-3000:]}"
-    )
-    return result
-
-
 @pytest.fixture(scope="module")
 def passthrough_run(kernel: Path, tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("passthrough")
     server = VfsframePassthrough(workdir)
     server.start()
     try:
-        result = boot(server, workdir / "vm", kernel)
+        result = boot_workload(server, workdir / "vm", kernel)
         time.sleep(0.5)
         alive = server.alive()
     finally:
@@ -78,7 +63,7 @@ def test_passthrough_matches_reference_virtiofsd(passthrough_run, kernel, tmp_pa
     reference = ReferenceVirtiofsd(tmp_path)
     reference.start()
     try:
-        theirs = boot(reference, tmp_path / "vm", kernel)
+        theirs = boot_workload(reference, tmp_path / "vm", kernel)
     finally:
         reference.stop()
     assert_same_results(ours, theirs)

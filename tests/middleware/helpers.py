@@ -3,30 +3,19 @@ spellings of the requests a test sends."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import pytest
 from vfsframe_plugins.memory import MemoryBackend, MemoryConfig
 
+from tests.plugins.memfs_helpers import raises_errno as raises_errno  # shared errno check
 from vfsframe import ops
 from vfsframe.chain import ShareChain
 
 ROOT = ops.Context(uid=0, gid=0, pid=10, umask=0o022)
 ALICE = ops.Context(uid=1000, gid=1000, pid=11, umask=0o022)
 BOB = ops.Context(uid=2000, gid=2000, pid=12, umask=0o022)
-
-
-@contextlib.contextmanager
-def raises_errno(code: int) -> Iterator[None]:
-    with pytest.raises(OSError) as info:
-        yield
-    assert info.value.errno == code, (
-        f"expected {errno.errorcode[code]}, got {errno.errorcode.get(info.value.errno)}"
-    )
 
 
 def memory_chain(middleware: Sequence[object]) -> ShareChain:
