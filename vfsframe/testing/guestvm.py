@@ -37,6 +37,7 @@ KERNEL_PACKAGE = "linux-image-amd64"
 KERNEL_SUITE = "bookworm-backports"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 BOOT_TIMEOUT = 240.0
+DEFAULT_KERNEL_ARGS = "console=ttyS0 rdinit=/init quiet loglevel=1 panic=-1 oops=panic"
 
 
 def cache_dir() -> Path:
@@ -255,20 +256,26 @@ class GuestVM:
 
     def __init__(
         self,
-        script: str,
+        script: str | None,
         shares: Sequence[Share],
         workdir: Path,
         memory_mb: int = 512,
         cpus: int = 2,
         kernel: Path | None = None,
+        kernel_args: str = DEFAULT_KERNEL_ARGS,
     ) -> None:
         self.shares = list(shares)
         self.workdir = workdir
         self.memory_mb = memory_mb
         self.cpus = cpus
         self.kernel = kernel or fetch_kernel()
+        self.kernel_args = kernel_args
         workdir.mkdir(parents=True, exist_ok=True)
-        self.initramfs = build_initramfs(script, workdir / "initramfs.cpio")
+        # No script: no initramfs, the kernel mounts its root itself (e.g. root=TAG
+        # rootfstype=virtiofs in kernel_args, see vfsframe.testing.rootfs).
+        self.initramfs = (
+            build_initramfs(script, workdir / "initramfs.cpio") if script is not None else None
+        )
         self.serial_path = workdir / "serial.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -281,11 +288,12 @@ class GuestVM:
             "-m", mem, "-smp", str(self.cpus),
             "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
             "-numa", "node,memdev=mem",
-            "-kernel", str(self.kernel), "-initrd", str(self.initramfs),
-            "-append", "console=ttyS0 rdinit=/init quiet loglevel=1 panic=-1 oops=panic",
+            "-kernel", str(self.kernel), "-append", self.kernel_args,
             "-display", "none", "-monitor", "none",
             "-serial", f"file:{self.serial_path}",
         ]  # fmt: skip
+        if self.initramfs is not None:
+            cmd += ["-initrd", str(self.initramfs)]
         for i, share in enumerate(self.shares):
             device = f"vhost-user-fs-pci,chardev=vfs{i},tag={share.tag},queue-size=1024"
             if share.request_queues > 1:
