@@ -63,11 +63,28 @@ def _options(model: Any, exclude: set[str] | None = None) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in values.items()) or "(defaults)"
 
 
-def session_options(share: Any) -> SessionOptions:
-    return SessionOptions(cache=share.cache, writeback_cache=share.writeback_cache, name=share.tag)
+def session_options(share: Any, name: str | None = None) -> SessionOptions:
+    return SessionOptions(
+        cache=share.cache, writeback_cache=share.writeback_cache, name=name or share.tag
+    )
 
 
 def build_session(share: Any, registry: PluginRegistry | None = None) -> FuseSession:
     """The FUSE session serving one share config."""
     chain = build_chain(share.backend, share.middleware, registry)
     return FuseSession(chain, session_options(share))
+
+
+def build_guest_sessions(
+    share: Any, guests: int, registry: PluginRegistry | None = None
+) -> list[FuseSession]:
+    """One FUSE session per guest over a single chain of ``share``: each guest's kernel has
+    its own node ids and file handles, while every guest reaches the same backend instance
+    (one memory tree, one set of host locks). Closing the chain is the caller's, once."""
+    chain = build_chain(share.backend, share.middleware, registry)
+    if guests == 1:
+        return [FuseSession(chain, session_options(share))]
+    return [
+        FuseSession(chain, session_options(share, f"{share.tag}#{index}"))
+        for index in range(guests)
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from vfsframe.cli.common import load_or_report
 from vfsframe.runtime import describe_chain
@@ -23,8 +24,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.config}: ok, {len(config.shares)} share(s)")
     for share in config.shares:
         print(
-            f"share {share.tag!r}: cache={share.cache}, request_queues={share.request_queues}, socket={share.socket}"
+            f"share {share.tag!r}: cache={share.cache}, request_queues={share.request_queues}, "
+            f"{_sockets(share)}"
         )
         for line in describe_chain(share):
             print(f"  {line}")
     return 0
+
+
+def _sockets(share: Any) -> str:
+    if share.sockets is not None:
+        return f"sockets={', '.join(map(str, share.sockets))} (one guest each)"
+    return f"socket={share.socket}"

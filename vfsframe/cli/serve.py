@@ -14,8 +14,9 @@ import signal
 import sys
 from typing import Any
 
+from vfsframe.chain import ShareChain
 from vfsframe.cli.common import CommandError, choose_share, load_or_report
-from vfsframe.runtime import build_session
+from vfsframe.runtime import build_guest_sessions
 from vfsframe.virtio import VhostUserFsDevice, VhostUserServer
 
 log = logging.getLogger("vfsframe.serve")
@@ -29,11 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve shares to QEMU guests over vhost-user (virtio-fs)",
-        description="Listen on every share's vhost-user socket (`socket` in CONFIG) and serve "
-        "the guests that connect; a guest that goes away leaves the share waiting for the "
-        "next one. Stops on SIGINT/SIGTERM and removes its sockets. With --share, serve one "
-        "share, optionally on --socket-path or an inherited --fd instead of the configured "
-        "socket (the vhost-user backend conventions, as virtiofsd).",
+        description="Listen on every share's vhost-user socket (`socket` in CONFIG, or one "
+        "per guest in `sockets`) and serve the guests that connect; a guest that goes away "
+        "leaves its socket waiting for the next one. Stops on SIGINT/SIGTERM and removes its "
+        "sockets. With --share, serve one share, optionally on --socket-path or an inherited "
+        "--fd instead of the configured socket (the vhost-user backend conventions, as "
+        "virtiofsd).",
     )
     parser.add_argument(
         "config", nargs="?", help="config file (.toml, .yaml, .json) or builtin:NAME"
@@ -79,27 +81,32 @@ def run(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"vfsframe serve: {exc}", file=sys.stderr)
         return exc.code
-    servers: list[tuple[VhostUserServer, Any]] = []
+    opened: list[tuple[list[VhostUserServer], ShareChain]] = []
     try:
         for share in shares:
-            servers.append(_open(share, args))
+            opened.append(_open(share, args))
     except (OSError, ValueError) as exc:
         print(f"vfsframe serve: {exc}", file=sys.stderr)
-        _close(servers)
+        _close(opened)
         return 1
-    for server, _ in servers:
+    servers = [server for share_servers, _ in opened for server in share_servers]
+    for server in servers:
         server.start()
-    log.info("serving %d share(s); stop with SIGINT or SIGTERM", len(servers))
+    log.info(
+        "serving %d share(s) on %d socket(s); stop with SIGINT or SIGTERM",
+        len(opened),
+        len(servers),
+    )
     while True:
         received = signal.sigtimedwait(STOP_SIGNALS, 1.0)
         if received is not None:
             log.info("stopping on %s", signal.Signals(received.si_signo).name)
             break
-        if not any(server.running for server, _ in servers):
+        if not any(server.running for server in servers):
             # Only an inherited, already-connected fd ends by itself: its front-end is gone.
             log.info("front-end gone; exiting")
             break
-    _close(servers)
+    _close(opened)
     return 0
 
 
@@ -109,7 +116,7 @@ def _chosen_shares(config: Any, args: argparse.Namespace) -> list[Any]:
     else:
         shares = list(config.shares)
     if args.socket_path is None and args.fd is None:
-        missing = [s.tag for s in shares if s.socket is None]
+        missing = [s.tag for s in shares if not s.socket_paths]
         if missing:
             raise CommandError(
                 f"share(s) {', '.join(missing)} have no `socket`; set one in the config "
@@ -119,24 +126,38 @@ def _chosen_shares(config: Any, args: argparse.Namespace) -> list[Any]:
     return shares
 
 
-def _open(share: Any, args: argparse.Namespace) -> tuple[VhostUserServer, Any]:
-    session = build_session(share)
-    device = VhostUserFsDevice(
-        session, request_queues=share.request_queues, workers=args.workers, name=share.tag
-    )
+def _listeners(share: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Where each guest of the share connects: the command line's one socket or fd, else
+    every socket of the config (`sockets` lists one per guest)."""
     if args.fd is not None:
-        server = VhostUserServer(device, fd=args.fd, name=share.tag)
-    else:
-        server = VhostUserServer(device, args.socket_path or share.socket, name=share.tag)
+        return [{"fd": args.fd}]
+    if args.socket_path is not None:
+        return [{"socket_path": args.socket_path}]
+    return [{"socket_path": path} for path in share.socket_paths]
+
+
+def _open(share: Any, args: argparse.Namespace) -> tuple[list[VhostUserServer], ShareChain]:
+    """A listener per socket, each with its own device and FUSE session, over one chain."""
+    listeners = _listeners(share, args)
+    sessions = build_guest_sessions(share, len(listeners))
+    servers: list[VhostUserServer] = []
     try:
-        server.open()
+        for session, where in zip(sessions, listeners, strict=True):
+            name = session.options.name
+            device = VhostUserFsDevice(
+                session, request_queues=share.request_queues, workers=args.workers, name=name
+            )
+            server = VhostUserServer(device, name=name, **where)
+            server.open()
+            servers.append(server)  # only once open: stop() removes the socket file
     except BaseException:
-        session.chain.close()
+        _close([(servers, sessions[0].chain)])
         raise
-    return server, session
+    return servers, sessions[0].chain
 
 
-def _close(servers: list[tuple[VhostUserServer, Any]]) -> None:
-    for server, session in servers:
-        server.stop()
-        session.chain.close()
+def _close(opened: list[tuple[list[VhostUserServer], ShareChain]]) -> None:
+    for servers, chain in opened:
+        for server in servers:
+            server.stop()
+        chain.close()

@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     create_model,
+    model_validator,
 )
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -57,6 +58,13 @@ class ShareBase(BaseModel):
     socket: Path | None = Field(
         None, description="vhost-user socket `vfsframe serve` listens on for this share."
     )
+    sockets: list[Path] | None = Field(
+        None,
+        min_length=1,
+        description="Several vhost-user sockets, one guest each, instead of `socket`: every "
+        "guest gets its own device and FUSE session (nodes, handles) over the share's one "
+        "backend, so all of them see the same files.",
+    )
     request_queues: int = Field(
         1, ge=1, le=64, description="virtio-fs request queues (QEMU's num-request-queues)."
     )
@@ -69,27 +77,53 @@ class ShareBase(BaseModel):
         False, description="Let the kernel buffer writes (FUSE writeback cache)."
     )
 
+    @model_validator(mode="after")
+    def _one_socket_field(self) -> ShareBase:
+        if self.socket is not None and self.sockets is not None:
+            raise ValueError("give `socket` (one guest) or `sockets` (several guests), not both")
+        return self
+
+    @property
+    def socket_paths(self) -> list[Path]:
+        """Every vhost-user socket of the share, one per guest (empty if it has none)."""
+        if self.sockets is not None:
+            return list(self.sockets)
+        return [self.socket] if self.socket is not None else []
+
 
 class ServerBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 def duplicate_problems(shares: list[Any]) -> list[str]:
-    """Tags and sockets used by more than one share, as "share[i].field: reason" lines."""
+    """Tags and sockets used twice (by two shares, or twice in one share's `sockets`), as
+    "share[i].field: reason" lines."""
     problems = []
-    for field in ("tag", "socket"):
-        first_use: dict[Any, int] = {}
-        for index, share in enumerate(shares):
-            value = getattr(share, field)
-            if value is None:
-                continue
-            if value in first_use:
-                problems.append(
-                    f"share[{index}].{field}: {str(value)!r} is already used by share[{first_use[value]}]"
-                )
+    for kind, uses in (("tag", _tag_uses(shares)), ("socket", _socket_uses(shares))):
+        first_use: dict[Any, str] = {}
+        for where, value in uses:
+            # Two spellings of one socket file are one socket.
+            key = value.resolve() if kind == "socket" else value
+            if key in first_use:
+                problems.append(f"{where}: {str(value)!r} is already used by {first_use[key]}")
             else:
-                first_use[value] = index
+                # A share has one tag, so naming the share says it; a socket may be one of many.
+                first_use[key] = where.removesuffix(".tag")
     return problems
+
+
+def _tag_uses(shares: list[Any]) -> list[tuple[str, Any]]:
+    return [(f"share[{index}].tag", share.tag) for index, share in enumerate(shares)]
+
+
+def _socket_uses(shares: list[Any]) -> list[tuple[str, Path]]:
+    uses = []
+    for index, share in enumerate(shares):
+        if share.socket is not None:
+            uses.append((f"share[{index}].socket", share.socket))
+        for position, path in enumerate(share.sockets or ()):
+            uses.append((f"share[{index}].sockets[{position}]", path))
+    return uses
 
 
 def _require_type(value: Any) -> Any:
