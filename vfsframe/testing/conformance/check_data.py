@@ -120,13 +120,17 @@ class DataChecks:
         for index in range(6):
             assert read_file(vfs, f"c/own-{index}") == pseudo_random(1 << 20, seed=100 + index)
         shared_data = read_file(vfs, "c/shared")
-        assert shared_data == b"".join(bytes([65 + i]) * region for i in range(6))
+        assert len(shared_data) == 6 * region
+        for index in range(6):
+            got = shared_data[index * region : (index + 1) * region]
+            lost = region - got.count(65 + index)
+            assert lost == 0, f"writer {index}: {lost} of its {region} bytes lost"
 
     @requires("writable", "unlink_while_open")
     def test_unlink_while_open(self, vfs: Driver) -> None:
-        write_file(vfs, "doomed", b"still here")
-        handle = vfs.open("doomed", os.O_RDWR)
+        handle = vfs.open("doomed", os.O_RDWR | os.O_CREAT)  # the temporary-file pattern
         try:
+            vfs.pwrite(handle, b"still here", 0)
             vfs.unlink("doomed")
             expect_errno(errno.ENOENT, vfs.lstat, "doomed")
             assert "doomed" not in vfs.listdir("")
@@ -182,6 +186,6 @@ class DataChecks:
         vfs.removexattr("f", "user.colour")
         expect_errno(errno.ENODATA, vfs.getxattr, "f", "user.colour")
         expect_errno(errno.ENODATA, vfs.removexattr, "f", "user.colour")
-        big = pseudo_random(4000, seed=4)
+        big = pseudo_random(1000, seed=4)  # object stores keep xattrs in 2 KiB of metadata
         vfs.setxattr("f", "user.big", big)
         assert vfs.getxattr("f", "user.big") == big

@@ -137,12 +137,12 @@ class NamespaceChecks:
     def test_symlinks(self, vfs: Driver) -> None:
         write_file(vfs, "target", b"t")
         vfs.symlink("target", "link")
-        vfs.symlink("/no/such/place", "dangling")
+        vfs.symlink("/no/such/place", "dangling-link")
         st = vfs.lstat("link")
         assert stat.S_ISLNK(st.st_mode)
         assert st.st_size == len("target")
         assert vfs.readlink("link") == "target"
-        assert vfs.readlink("dangling") == "/no/such/place"
+        assert vfs.readlink("dangling-link") == "/no/such/place"
         expect_errno(errno.EINVAL, vfs.readlink, "target")
         vfs.unlink("link")
         assert vfs.lstat("target").st_size == 1

@@ -234,9 +234,15 @@ class ChainDriver:
         self._open: list[ChainHandle] = []
         self._open_lock = threading.Lock()
 
-    @staticmethod
-    def _p(path: str) -> str:
-        return "/" + path.strip("/") if path.strip("/") else "/"
+    def _p(self, path: str) -> str:
+        """The share path of ``path``, after looking up every directory above it as the
+        kernel does before it sends a request (ENOENT / ENOTDIR come from there)."""
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts)):
+            st = self.chain.getattr(ops.GetattrRequest(self.ctx, "/" + "/".join(parts[:depth])))
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(20, "Not a directory", path)
+        return "/" + "/".join(parts)
 
     def lstat(self, path: str) -> StatLike:
         return self.chain.getattr(ops.GetattrRequest(self.ctx, self._p(path)))
@@ -246,6 +252,8 @@ class ChainDriver:
 
     def entries(self, path: str) -> list[tuple[str, int, int]]:
         p = self._p(path)
+        if not stat.S_ISDIR(self.lstat(path).st_mode):  # the kernel checks before OPENDIR
+            raise NotADirectoryError(20, "Not a directory", path)
         fh = self.chain.opendir(ops.OpendirRequest(self.ctx, p))
         try:
             listing = self.chain.readdir(ops.ReaddirRequest(self.ctx, p, fh))
