@@ -5,7 +5,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-pkgs=(qemu-system-x86 qemu-system-common busybox-static cpio)
+pkgs=(qemu-system-x86 qemu-system-common busybox-static cpio
+      gcc libc6-dev)  # a static helper for the two-guest tests (tests/usecases/guesttool.c)
 
 missing=()
 for p in "${pkgs[@]}"; do
