@@ -18,6 +18,12 @@
  *                                     per round: wait for DIR/closed.i, read FILE until it is
  *                                     round i's whole content, create DIR/got.i; prints
  *                                     "whole_at_once=N stale_ms_avg=X stale_ms_max=Y".
+ *   guesttool journal FILE TAG SYNC_EVERY
+ *                                     append records to FILE (see journal_record) without end,
+ *                                     fsync every SYNC_EVERY records and then print
+ *                                     "SYNCED TAG N" (N records are durable); killed by the test.
+ *   guesttool verify FILE             read a journal: "records=N torn_tail=0|1", exit 1 if any
+ *                                     complete record is out of sequence or fails its checksum.
  *
  * Timing is CLOCK_MONOTONIC inside one guest (two guests' clocks are not comparable). Exit 2:
  * a wait timed out; exit 1: a system call failed. Messages go to stderr.
@@ -221,6 +227,71 @@ static int cmd_reader(const char *file, const char *dir, int rounds, double time
     return 0;
 }
 
+/* A journal record: "%08d %016llx <PAYLOAD_LEN letters>\n" = sequence number (from 1), FNV-1a
+ * of the payload, payload from a generator seeded by the sequence number. Any torn, zeroed or
+ * shifted record fails the check. */
+#define PAYLOAD_LEN 4000
+#define RECORD_LEN (8 + 1 + 16 + 1 + PAYLOAD_LEN + 1)
+
+static unsigned long long fnv1a(const char *data, size_t len) {
+    unsigned long long h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)data[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void journal_record(long seq, char *out) {
+    char payload[PAYLOAD_LEN];
+    unsigned long long x = 0x9e3779b97f4a7c15ULL * (unsigned long long)seq + 1;
+    for (int i = 0; i < PAYLOAD_LEN; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        payload[i] = 'a' + (char)(x % 26);
+    }
+    int head = snprintf(out, RECORD_LEN + 1, "%08ld %016llx ", seq, fnv1a(payload, PAYLOAD_LEN));
+    memcpy(out + head, payload, PAYLOAD_LEN);
+    out[RECORD_LEN - 1] = '\n';
+}
+
+static int cmd_journal(const char *file, const char *tag, long sync_every) {
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return fail("open", file);
+    char record[RECORD_LEN + 1];
+    for (long seq = 1;; seq++) {
+        journal_record(seq, record);
+        if (write(fd, record, RECORD_LEN) != RECORD_LEN) return fail("write", file);
+        if (seq % sync_every == 0) {
+            if (fsync(fd) != 0) return fail("fsync", file);
+            printf("SYNCED %s %ld\n", tag, seq);
+            fflush(stdout);
+        }
+    }
+}
+
+static int cmd_verify(const char *file) {
+    int fd = open(file, O_RDONLY);
+    if (fd < 0) return fail("open", file);
+    char got[RECORD_LEN], want[RECORD_LEN + 1];
+    long seq = 0;
+    ssize_t n;
+    int torn = 0;
+    for (;;) {
+        size_t have = 0;
+        while (have < RECORD_LEN && (n = read(fd, got + have, RECORD_LEN - have)) > 0) have += n;
+        if (have == 0) break;
+        if (have < RECORD_LEN) { /* the end of the file cuts a record: lost, not corrupt */
+            torn = 1;
+            break;
+        }
+        journal_record(++seq, want);
+        if (memcmp(got, want, RECORD_LEN) != 0) {
+            printf("records=%ld bad_record=%ld\n", seq - 1, seq);
+            return 1;
+        }
+    }
+    close(fd);
+    printf("records=%ld torn_tail=%d\n", seq, torn);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && !strcmp(argv[1], "lock")) return cmd_lock(argv[2], argv[3], atol(argv[4]));
     if (argc == 3 && !strcmp(argv[1], "trylock")) return cmd_trylock(argv[2]);
@@ -232,6 +303,8 @@ int main(int argc, char **argv) {
         return cmd_writer(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
     if (argc == 6 && !strcmp(argv[1], "reader"))
         return cmd_reader(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
-    fprintf(stderr, "usage: guesttool lock|trylock|wait|pingpong|writer|reader ... (see the source)\n");
+    if (argc == 5 && !strcmp(argv[1], "journal")) return cmd_journal(argv[2], argv[3], atol(argv[4]));
+    if (argc == 3 && !strcmp(argv[1], "verify")) return cmd_verify(argv[2]);
+    fprintf(stderr, "usage: guesttool lock|trylock|wait|pingpong|journal|verify|writer|reader ... (see above)\n");
     return 64;
 }
