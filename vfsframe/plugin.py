@@ -9,6 +9,7 @@ built-in plugins are found exactly this way.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 from collections.abc import Callable, Iterable
@@ -55,6 +56,10 @@ class PluginType:
     summary: str = ""
     # Where it came from: the distribution and entry point, for `vfsframe plugins`.
     origin: str = ""
+    #: ``sandbox_needs(config) -> vfsframe.sandbox.SandboxNeeds``: the host paths, network,
+    #: capabilities and system calls a built plugin uses while serving. None: undeclared, and
+    #: `vfsframe serve` refuses to sandbox it (docs/plugin-api.md, "The sandbox").
+    sandbox_needs: Callable[[Any], Any] | None = None
 
 
 def _not_supported(op: str) -> Callable[..., Any]:
@@ -132,14 +137,7 @@ class PluginRegistry:
 def _with_origin(plugin_type: PluginType, origin: str) -> PluginType:
     if plugin_type.origin:
         return plugin_type
-    return PluginType(
-        plugin_type.name,
-        plugin_type.kind,
-        plugin_type.config,
-        plugin_type.build,
-        plugin_type.summary,
-        origin,
-    )
+    return dataclasses.replace(plugin_type, origin=origin)
 
 
 _default_registry: PluginRegistry | None = None

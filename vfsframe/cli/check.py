@@ -7,6 +7,7 @@ from typing import Any
 
 from vfsframe.cli.common import load_or_report
 from vfsframe.runtime import describe_chain
+from vfsframe.sandbox import make_plan
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +30,18 @@ def run(args: argparse.Namespace) -> int:
         )
         for line in describe_chain(share):
             print(f"  {line}")
+    return _print_sandbox(config)
+
+
+def _print_sandbox(config: Any) -> int:
+    """What `vfsframe serve` will run in (paths, namespaces, capabilities, seccomp)."""
+    try:
+        plan = make_plan(config, config.shares)
+    except ValueError as exc:
+        print(f"sandbox: refused: {exc}")
+        return 2
+    for line in plan.describe():
+        print(line)
     return 0
 
 

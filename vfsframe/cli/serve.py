@@ -12,11 +12,14 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from vfsframe.chain import ShareChain
 from vfsframe.cli.common import CommandError, choose_share, load_or_report
 from vfsframe.runtime import build_guest_sessions
+from vfsframe.sandbox import IdMapping, SandboxPlan, make_plan
+from vfsframe.sandbox.enter import SandboxEntry
 from vfsframe.virtio import VhostUserFsDevice, VhostUserServer
 
 log = logging.getLogger("vfsframe.serve")
@@ -61,6 +64,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"request worker threads per share (default {DEFAULT_WORKERS})",
     )
+    sandbox = parser.add_argument_group("sandbox (docs/security.md; default: the config's)")
+    sandbox.add_argument(
+        "--sandbox", choices=["namespace", "chroot", "none"], help="isolation once built"
+    )
+    sandbox.add_argument(
+        "--seccomp", choices=["kill", "log", "none"], help="what a call off the allow-list does"
+    )
+    sandbox.add_argument(
+        "--uid-map",
+        action="append",
+        metavar=":NS_UID:HOST_UID:COUNT:",
+        help="user namespace uid mapping (repeatable); the server runs as the host uid of 0",
+    )
+    sandbox.add_argument(
+        "--gid-map", action="append", metavar=":NS_GID:HOST_GID:COUNT:", help="gid mapping"
+    )
     parser.set_defaults(func=run)
 
 
@@ -81,10 +100,20 @@ def run(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"vfsframe serve: {exc}", file=sys.stderr)
         return exc.code
+    try:
+        plan = sandbox_plan(config, shares, args)
+        sandbox = SandboxEntry(plan)
+        supervised = sandbox.prepare(STOP_SIGNALS, _socket_paths(shares, args))
+    except (OSError, ValueError) as exc:
+        print(f"vfsframe serve: sandbox: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    if supervised is not None:  # the parent outside the PID namespace: the child served
+        return supervised
     opened: list[tuple[list[VhostUserServer], ShareChain]] = []
     try:
         for share in shares:
             opened.append(_open(share, args))
+        sandbox.enter()
     except (OSError, ValueError) as exc:
         print(f"vfsframe serve: {exc}", file=sys.stderr)
         _close(opened)
@@ -124,6 +153,24 @@ def _chosen_shares(config: Any, args: argparse.Namespace) -> list[Any]:
                 2,
             )
     return shares
+
+
+def sandbox_plan(config: Any, shares: list[Any], args: argparse.Namespace) -> SandboxPlan:
+    """The config's sandbox with the command line's overrides (ValueError if it cannot be)."""
+    return make_plan(
+        config,
+        shares,
+        mode=args.sandbox,
+        seccomp=args.seccomp,
+        uid_map=None if args.uid_map is None else [IdMapping.parse(m) for m in args.uid_map],
+        gid_map=None if args.gid_map is None else [IdMapping.parse(m) for m in args.gid_map],
+    )
+
+
+def _socket_paths(shares: list[Any], args: argparse.Namespace) -> list[Path]:
+    """The socket files the supervisor removes (the sandboxed server cannot reach them)."""
+    listeners = [where for share in shares for where in _listeners(share, args)]
+    return [Path(where["socket_path"]) for where in listeners if "socket_path" in where]
 
 
 def _listeners(share: Any, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -91,8 +91,38 @@ class ShareBase(BaseModel):
         return [self.socket] if self.socket is not None else []
 
 
+def _id_mapping(value: Any) -> Any:
+    from vfsframe.sandbox.idmap import IdMapping
+
+    return IdMapping.parse(value) if isinstance(value, str) else value
+
+
 class ServerBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    # The sandbox of `vfsframe serve` (docs/security.md); `vfsframe mount` ignores these.
+    sandbox: Literal["namespace", "chroot", "none"] = Field(
+        "namespace",
+        description="How `vfsframe serve` isolates itself once the shares are built: "
+        "`namespace` (new mount, PID, IPC, UTS and network namespaces and a minimal root "
+        "holding only what the shares declare), `chroot` (an empty root, no namespaces), or "
+        "`none`. Capabilities are dropped to what the shares need in every mode.",
+    )
+    seccomp: Literal["kill", "log", "none"] = Field(
+        "kill",
+        description="The system call allow-list of `vfsframe serve`: a call outside it ends "
+        "the process (`kill`), is let through and reported by name (`log`), or no filter.",
+    )
+    uid_map: list[Annotated[Any, BeforeValidator(_id_mapping)]] = Field(
+        default_factory=list,
+        description="Run `vfsframe serve` in a user namespace with these uid mappings, "
+        "written `:namespace_uid:host_uid:count:` (as virtiofsd's --uid-map); the server "
+        "runs as the host uid that namespace uid 0 maps to. Needs sandbox = 'namespace'.",
+    )
+    gid_map: list[Annotated[Any, BeforeValidator(_id_mapping)]] = Field(
+        default_factory=list,
+        description="The gid mappings of that user namespace, `:namespace_gid:host_gid:count:`.",
+    )
 
 
 def duplicate_problems(shares: list[Any]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vfsframe.plugin import BuildContext, PluginType
+from vfsframe.sandbox import no_sandbox_needs
 
 from .config import AclConfig, AclRule
 from .middleware import AclMiddleware
@@ -19,5 +20,6 @@ PLUGIN = PluginType(
     kind="middleware",
     config=AclConfig,
     build=build,
+    sandbox_needs=no_sandbox_needs,
     summary="Allow, deny (EACCES) or hide (ENOENT) by path glob, uid/gid and op class; read-only.",
 )

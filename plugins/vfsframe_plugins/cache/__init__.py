@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vfsframe.plugin import BuildContext, PluginType
+from vfsframe.sandbox import no_sandbox_needs
 
 from .blocks import BlockCache
 from .config import CacheConfig
@@ -20,5 +21,6 @@ PLUGIN = PluginType(
     kind="middleware",
     config=CacheConfig,
     build=build,
+    sandbox_needs=no_sandbox_needs,
     summary="Attribute/listing cache with TTL, LRU block cache with spill and readahead.",
 )

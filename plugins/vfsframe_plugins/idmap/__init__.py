@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vfsframe.plugin import BuildContext, PluginType
+from vfsframe.sandbox import no_sandbox_needs
 
 from .config import IdmapConfig, IdRange
 from .mapping import IdMapping
@@ -20,5 +21,6 @@ PLUGIN = PluginType(
     kind="middleware",
     config=IdmapConfig,
     build=build,
+    sandbox_needs=no_sandbox_needs,
     summary="Map guest uids/gids to host ids and back, by ranges like user namespaces.",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vfsframe.plugin import BuildContext, PluginType
+from vfsframe.sandbox import no_sandbox_needs
 
 from .config import LogConfig
 from .middleware import LogMiddleware
@@ -19,5 +20,6 @@ PLUGIN = PluginType(
     kind="middleware",
     config=LogConfig,
     build=build,
+    sandbox_needs=no_sandbox_needs,
     summary="One line per operation: op, path, uid/pid, result or errno, latency; text or JSON.",
 )

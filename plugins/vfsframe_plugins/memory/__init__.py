@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vfsframe.plugin import BuildContext, PluginType
+from vfsframe.sandbox import no_sandbox_needs
 
 from .backend import MemoryBackend
 from .config import MemoryConfig
@@ -19,5 +20,6 @@ PLUGIN = PluginType(
     kind="backend",
     config=MemoryConfig,
     build=build,
+    sandbox_needs=no_sandbox_needs,
     summary="A POSIX filesystem in RAM: sparse files, hard links, xattrs, locks; gone at exit.",
 )

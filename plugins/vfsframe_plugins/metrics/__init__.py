@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vfsframe.plugin import BuildContext, PluginType
+from vfsframe.sandbox import no_sandbox_needs
 
 from .config import MetricsConfig
 from .middleware import MetricsMiddleware
@@ -19,5 +20,6 @@ PLUGIN = PluginType(
     kind="middleware",
     config=MetricsConfig,
     build=build,
+    sandbox_needs=no_sandbox_needs,
     summary="Per-op counters, latency histograms, bytes and errors over Prometheus HTTP.",
 )

@@ -7,8 +7,10 @@ group. Semantics and options: docs/backends/objectstore.md.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from vfsframe.plugin import BuildContext, PluginType
+from vfsframe.sandbox import SandboxNeeds
 
 # The store interface comes first: importing .config discovers the installed stores, and a
 # store package imports these names from this package while that happens.
@@ -64,11 +66,19 @@ def build(config: ObjectStoreConfig, context: BuildContext) -> ObjectStoreBacken
     return ObjectStoreBackend(config, store)
 
 
+def sandbox_needs(config: ObjectStoreConfig) -> SandboxNeeds:
+    """The store's directory (local) or the network (s3), and the staging directory."""
+    return SandboxNeeds(
+        read_write=tuple(Path(p) for p in config.host_paths), network=config.needs_network
+    )
+
+
 PLUGIN = PluginType(
     name="objectstore",
     kind="backend",
     config=ObjectStoreConfig,
     build=build,
+    sandbox_needs=sandbox_needs,
     summary="A bucket as a directory tree: local directory store or any S3 endpoint; "
     "write-back staging, multipart uploads, close-to-open consistency.",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from vfsframe.config.models import layer_parts
 from vfsframe.plugin import BuildContext, PluginType
+from vfsframe.sandbox import no_sandbox_needs
 
 from .backend import OverlayBackend, OverlayFile
 from .config import OverlayConfig
@@ -23,5 +24,6 @@ PLUGIN = PluginType(
     kind="backend",
     config=OverlayConfig,
     build=build,
+    sandbox_needs=no_sandbox_needs,
     summary="Read-only lower layers under a writable upper (overlayfs semantics, OCI whiteouts).",
 )

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from vfsframe import ops
+from vfsframe import ops, procfd
 from vfsframe.plugin import Backend
 
 from . import syscalls
@@ -198,7 +198,7 @@ class PassthroughBackend(Backend):
         try:
             if stat.S_ISLNK(os.fstat(fd).st_mode):
                 raise _error(errno.EOPNOTSUPP, name)
-            os.chmod(f"{_PROC_FD}{fd}", mode)  # the magic link is this very inode
+            os.chmod(procfd.fd_path(fd), mode)  # the magic link is this very inode
         finally:
             os.close(fd)
 
@@ -210,7 +210,7 @@ class PassthroughBackend(Backend):
                 raise _error(errno.EISDIR, name)
             if not stat.S_ISREG(mode):
                 raise _error(errno.EINVAL, name)
-            os.truncate(f"{_PROC_FD}{fd}", size)
+            os.truncate(procfd.fd_path(fd), size)
         finally:
             os.close(fd)
 
@@ -325,7 +325,7 @@ class PassthroughBackend(Backend):
             if stat.S_ISFIFO(mode):
                 flags |= os.O_NONBLOCK  # a worker must not wait for the other end
             # Reopening through the magic link opens exactly the inode just checked.
-            fd = os.open(f"{_PROC_FD}{path_fd}", flags)
+            fd = os.open(procfd.fd_path(path_fd), flags)
         return self._handle(fd, req.flags, st)
 
     def vfs_create(self, req: ops.CreateRequest) -> tuple[FileHandle, Any]:
@@ -358,7 +358,7 @@ class PassthroughBackend(Backend):
             # cache); a second descriptor of the same file serves those reads.
             with self._read_fd_lock:
                 if fh.read_fd < 0:
-                    fh.read_fd = os.open(f"{_PROC_FD}{fh.fd}", os.O_RDONLY | os.O_CLOEXEC)
+                    fh.read_fd = os.open(procfd.fd_path(fh.fd), os.O_RDONLY | os.O_CLOEXEC)
         return fh.read_fd
 
     def vfs_read(self, req: ops.ReadRequest) -> bytes | int:
@@ -491,24 +491,24 @@ class PassthroughBackend(Backend):
     def vfs_getxattr(self, req: ops.GetxattrRequest) -> bytes:
         self.xattrs.check_read(req.name)
         with self._opath(req.path) as fd:
-            return os.getxattr(f"{_PROC_FD}{fd}", req.name)
+            return os.getxattr(procfd.fd_path(fd), req.name)
 
     def vfs_listxattr(self, req: ops.ListxattrRequest) -> list[str]:
         with self._opath(req.path) as fd:
-            names = os.listxattr(f"{_PROC_FD}{fd}")
+            names = os.listxattr(procfd.fd_path(fd))
         return self.xattrs.visible(names)
 
     def vfs_setxattr(self, req: ops.SetxattrRequest) -> None:
         self._writable(req.path)
         self.xattrs.check_write(req.name)
         with self._opath(req.path) as fd:
-            os.setxattr(f"{_PROC_FD}{fd}", req.name, req.value, req.flags)
+            os.setxattr(procfd.fd_path(fd), req.name, req.value, req.flags)
 
     def vfs_removexattr(self, req: ops.RemovexattrRequest) -> None:
         self._writable(req.path)
         self.xattrs.check_write(req.name)
         with self._opath(req.path) as fd:
-            os.removexattr(f"{_PROC_FD}{fd}", req.name)
+            os.removexattr(procfd.fd_path(fd), req.name)
 
     # -- locks -----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import struct
 import threading
 from collections.abc import Callable
 
-from vfsframe import ops
+from vfsframe import ops, procfd
 
 F_OFD_GETLK = 36
 F_OFD_SETLK = 37
@@ -161,7 +161,7 @@ class RecordLocks:
 def _reopen(fd: int) -> int:
     """A new open file description of the file ``fd`` is open on (read-write when the file
     allows it, so that both read and write locks can be taken)."""
-    path = f"/proc/self/fd/{fd}"
+    path = procfd.fd_path(fd)
     for flags in (os.O_RDWR, os.O_RDONLY, os.O_WRONLY):
         try:
             return os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK)
