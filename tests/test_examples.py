@@ -3,9 +3,15 @@ real guest that mounts a share served by `vfsframe serve` and runs a command in 
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +67,71 @@ def test_guest_demo_runs_a_command(tmp_path: Path) -> None:
     assert "front-end connected" in serve_log
     assert "stopping on SIGTERM" in serve_log  # the demo stopped its server on the way out
     assert not (workdir / "share.sock").exists()
+
+
+WRAPPER = EXAMPLES / "libvirt" / "vfsframe-virtiofsd"
+UNIT = EXAMPLES / "systemd" / "vfsframe@.service"
+MEMORY_SHARE = '[[share]]\ntag = "data"\n[share.backend]\ntype = "memory"\n'
+
+
+def _wrapper_env(config: Path) -> dict[str, str]:
+    vfsframe = Path(sys.executable).with_name("vfsframe")
+    return {**os.environ, "VFSFRAME": str(vfsframe), "CONFIG": str(config), "SHARE": "data"}
+
+
+def test_libvirt_wrapper_answers_capabilities_and_needs_an_fd(tmp_path: Path) -> None:
+    env = _wrapper_env(tmp_path / "none.toml")
+    caps = subprocess.run(
+        [str(WRAPPER), "--print-capabilities"], env=env, capture_output=True, text=True
+    )
+    assert caps.returncode == 0 and json.loads(caps.stdout) == {"type": "fs"}
+    no_fd = subprocess.run(
+        [str(WRAPPER), "-o", "source=/srv"], env=env, capture_output=True, text=True
+    )
+    assert no_fd.returncode == 2 and "no --fd=N" in no_fd.stderr
+
+
+def test_libvirt_wrapper_serves_the_socket_libvirt_passes(tmp_path: Path) -> None:
+    """libvirt's command line: a listening socket as --fd=N plus virtiofsd's -o options."""
+    config = tmp_path / "share.toml"
+    config.write_text(MEMORY_SHARE)
+    path = str(tmp_path / "fs.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+    fd = listener.fileno()
+    log = tmp_path / "wrapper.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(WRAPPER), f"--fd={fd}", "-o", "source=/srv,cache=auto,xattr"],
+            env=_wrapper_env(config),
+            pass_fds=[fd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    listener.close()
+    try:
+        front_end = socket.socket(socket.AF_UNIX)
+        front_end.connect(path)  # as QEMU does
+        deadline = time.monotonic() + 60
+        while "front-end connected" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        front_end.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)  # as libvirt stops it
+        status = proc.wait(30)
+    assert status == 0, log.read_text()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    # The unit names /opt/vfsframe; point it at this checkout's venv, as an install would.
+    venv = Path(sys.executable).parent.parent
+    unit = tmp_path / "vfsframe@guest.service"
+    unit.write_text(UNIT.read_text().replace("/opt/vfsframe/.venv", str(venv)))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
