@@ -102,5 +102,5 @@ def test_a_wrong_declaration_fails_and_what_does_not_apply_is_listed(tmp_path: P
     ):
         assert f"TestMemoryClaimsASeed::{check}" in broken, output
     assert "checks not applicable (deselected)" in output
-    assert "TestMemoryClaimsASeed: the backend does not declare writable" in output
+    assert "needs writable (the backend is read-only)" in output
     assert re.search(r"\d+ deselected", output), output

@@ -9,7 +9,7 @@ import pytest
 
 from vfsframe.testing.conformance.suite import BackendConformance
 
-_NOT_APPLICABLE = pytest.StashKey[dict[str, list[str]]]()
+_NOT_APPLICABLE = pytest.StashKey[dict[tuple[str, str], list[str]]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,14 +39,16 @@ def _why_not(item: pytest.Item) -> str | None:
         for name in mark.args
         if not cls.capabilities.has(name)
     ]
+    if "writable" in missing:  # the one reason that matters for a read-only backend
+        return "needs writable (the backend is read-only)"
     if missing == ["read_only"]:
-        return "the backend is writable"
+        return "needs read_only (the backend is writable)"
     if missing:
-        return "the backend does not declare " + ", ".join(missing)
+        return "needs " + ", ".join(missing)
     layer = getattr(item, "callspec", None) and item.callspec.params.get("vfs_layer")
     for mark in item.iter_markers("vfsframe_layers"):
         if layer not in mark.args:
-            return f"not on the {layer} layer: {mark.kwargs.get('reason', '')}"
+            return f"not on the {layer} layer ({mark.kwargs.get('reason', '')})"
     return None
 
 
@@ -59,7 +61,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             keep.append(item)
         else:
             drop.append(item)
-            config.stash[_NOT_APPLICABLE][f"{item.cls.__name__}: {reason}"].append(item.nodeid)
+            key = (item.cls.__name__, reason)  # type: ignore[union-attr]
+            config.stash[_NOT_APPLICABLE][key].append(item.nodeid)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -72,9 +75,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     count = sum(len(ids) for ids in not_applicable.values())
     terminalreporter.section(f"vfsframe conformance: {count} checks not applicable (deselected)")
     verbose = terminalreporter.config.getoption("verbose") > 0
-    for reason, ids in sorted(not_applicable.items()):
-        checks = sorted({nodeid.split("::")[-1].split("[")[0] for nodeid in ids})
-        terminalreporter.line(f"{reason}: {len(ids)} ({', '.join(checks)})")
-        if verbose:
-            for nodeid in ids:
-                terminalreporter.line(f"    {nodeid}")
+    by_class: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+    for (cls, reason), ids in sorted(not_applicable.items()):
+        by_class[cls].append((reason, ids))
+    for cls, reasons in by_class.items():
+        terminalreporter.line(f"{cls}: {sum(len(ids) for _r, ids in reasons)}")
+        for reason, ids in reasons:
+            checks = sorted({nodeid.split("::")[-1].split("[")[0] for nodeid in ids})
+            terminalreporter.line(
+                f"  {reason}: {', '.join(c.removeprefix('test_') for c in checks)}"
+            )
+            if verbose:
+                for nodeid in ids:
+                    terminalreporter.line(f"      {nodeid}")
