@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from vfsframe.cli.reference import cli_reference
+from vfsframe.config import ConfigError, validate_config
 from vfsframe.config.models import ConfigModels
 from vfsframe.config.reference import builtin_registry, config_reference
 from vfsframe.docgen import DOCS_DIR, PAGES, REGENERATE, stale_pages
@@ -78,3 +81,22 @@ def test_cli_page_lists_every_command_and_option() -> None:
         assert f"## `vfsframe {command}`" in text
     for option in ("--socket-path PATH", "--fd FDNUM", "--print-capabilities", "--run COMMAND"):
         assert f"`{option}" in text
+
+
+def test_reference_examples_are_valid_configs() -> None:
+    """Each plugin's example, as the reference prints it, is TOML a config accepts (host
+    directories the examples name need not exist here)."""
+    text = (DOCS_DIR / "config-reference.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 9, "every built-in plugin's model offers an example"
+    models = ConfigModels(builtin_registry())
+    for block in blocks:
+        share = '[[share]]\ntag = "t"\n'
+        if block.startswith("[[share.middleware]]"):
+            share += 'backend = { type = "memory" }\n'
+        document = tomllib.loads(share + block)
+        try:
+            validate_config(document, "example", models)
+        except ConfigError as exc:
+            missing = [p for p in exc.problems if "cannot be shared: No such file" in p]
+            assert missing == exc.problems, f"{block}\n{exc.report()}"

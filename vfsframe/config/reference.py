@@ -217,6 +217,10 @@ class ReferenceWriter:
 
     def _examples(self, def_name: str, definition: dict[str, Any]) -> list[str]:
         examples = definition.get("examples") or []
+        # The JSON Schema sorts keys; the model's own examples keep the author's order.
+        extra = self.classes[definition[CLASS_KEY]].model_config.get("json_schema_extra")
+        if isinstance(extra, dict) and extra.get("examples"):
+            examples = extra["examples"]
         if not examples:
             return []
         header = None

@@ -54,6 +54,22 @@ class AclRule(BaseModel):
 class AclConfig(PluginConfig):
     """Access rules over share paths, callers and op classes; the first matching rule wins."""
 
+    # Shown in docs/config-reference.md and the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "acl",
+                    "default": "allow",
+                    "rules": [
+                        {"path": "/secrets/**", "uids": [0], "effect": "allow"},
+                        {"path": "/secrets/**", "effect": "hide"},
+                    ],
+                }
+            ]
+        }
+    )
+
     type: Literal["acl"] = "acl"
     rules: list[AclRule] = Field(
         default_factory=list, description="Rules in order; the first that matches decides."

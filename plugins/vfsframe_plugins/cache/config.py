@@ -5,13 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ByteSize, Field, field_validator, model_validator
+from pydantic import ByteSize, ConfigDict, Field, field_validator, model_validator
 
 from vfsframe.plugin import PluginConfig
 
 
 class CacheConfig(PluginConfig):
     """Attributes, directory listings and file data of a slow backend, kept in this process."""
+
+    # Shown in docs/config-reference.md and the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "cache", "memory": "256MiB", "block_size": "1MiB", "attr_ttl": 2.0}
+            ]
+        }
+    )
 
     type: Literal["cache"] = "cache"
     attr_ttl: float = Field(

@@ -47,6 +47,19 @@ class IdmapConfig(PluginConfig):
     """Translate guest uids/gids to host ids on the way in and back on the way out, as user
     namespaces' uid_map/gid_map and virtiofsd's --translate-uid do."""
 
+    # Shown in docs/config-reference.md and the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "idmap",
+                    "uid_map": [{"guest": 0, "host": 100000, "count": 65536}],
+                    "gid_map": [{"guest": 0, "host": 100000, "count": 65536}],
+                }
+            ]
+        }
+    )
+
     type: Literal["idmap"] = "idmap"
     uid_map: list[IdRange] = Field(
         default_factory=list,

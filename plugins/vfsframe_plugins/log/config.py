@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from vfsframe.hookspecs import OPERATIONS
 from vfsframe.plugin import PluginConfig
@@ -14,6 +14,13 @@ from vfsframe_plugins._opclasses import OP_CLASSES
 
 class LogConfig(PluginConfig):
     """One line per operation: op, path(s), caller, result or errno, latency. Never file data."""
+
+    # Shown in docs/config-reference.md and the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "log", "format": "json", "ops": ["write", "delete", "rename"]}]
+        }
+    )
 
     type: Literal["log"] = "log"
     format: Literal["text", "json"] = Field(

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ByteSize, Field
+from pydantic import ByteSize, ConfigDict, Field
 
 from vfsframe.plugin import PluginConfig
 
 
 class MemoryConfig(PluginConfig):
     """A POSIX filesystem held in this process's RAM; it is empty at start and gone at exit."""
+
+    # Shown in docs/config-reference.md and the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "memory", "capacity": "512MiB"}]}
+    )
 
     type: Literal["memory"] = "memory"
     capacity: ByteSize = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from vfsframe.plugin import PluginConfig
 
@@ -27,6 +27,11 @@ def split_listen(listen: str) -> tuple[str, int]:
 class MetricsConfig(PluginConfig):
     """Per-operation counters and latency histograms, bytes moved and errors by errno, served
     in Prometheus text format."""
+
+    # Shown in docs/config-reference.md and the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "metrics", "listen": "127.0.0.1:9100"}]}
+    )
 
     type: Literal["metrics"] = "metrics"
     listen: str | None = Field(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, ByteSize, Field, model_validator
+from pydantic import BeforeValidator, ByteSize, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from vfsframe.plugin import PluginConfig
@@ -46,6 +46,28 @@ StoreConfigUnion = Annotated[
 
 class ObjectStoreConfig(PluginConfig):
     """A bucket seen as a directory tree (see docs/backends/objectstore.md)."""
+
+    # Shown in docs/config-reference.md and the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "objectstore",
+                    "store": {"type": "local", "root": "/srv/vfsframe/objects"},
+                },
+                {
+                    "type": "objectstore",
+                    "store": {
+                        "type": "s3",
+                        "bucket": "team-data",
+                        "endpoint_url": "http://127.0.0.1:9000",
+                        "addressing_style": "path",
+                    },
+                    "readahead": "16MiB",
+                },
+            ]
+        }
+    )
 
     type: Literal["objectstore"] = "objectstore"
     store: StoreConfigUnion = Field(  # type: ignore[valid-type]

@@ -17,7 +17,26 @@ class OverlayConfig(PluginConfig):
     middleware: ``{ backend = {...}, middleware = [...] }``."""
 
     # The nested unions are those of the registry the config models are built for.
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        defer_build=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "overlay",
+                    "lower": [
+                        {
+                            "type": "passthrough",
+                            "root": "/srv/vfsframe/images/debian-12",
+                            "readonly": True,
+                        }
+                    ],
+                    "upper": {"type": "passthrough", "root": "/srv/vfsframe/guests/vm1"},
+                }
+            ]
+        },
+    )
 
     type: Literal["overlay"] = "overlay"
     lower: list[NestedLayer] = Field(

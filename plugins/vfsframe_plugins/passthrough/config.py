@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from vfsframe.plugin import PluginConfig
 
@@ -15,6 +15,21 @@ from vfsframe.plugin import PluginConfig
 class PassthroughConfig(PluginConfig):
     """A host directory shared as it is: the guest sees its files, modes, owners and inode
     numbers; nothing outside ``root`` is ever resolved or touched."""
+
+    # Shown in docs/config-reference.md and the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "passthrough", "root": "/srv/vfsframe/vm1"},
+                {
+                    "type": "passthrough",
+                    "root": "/srv/vfsframe/media",
+                    "readonly": True,
+                    "xattr": False,
+                },
+            ]
+        }
+    )
 
     type: Literal["passthrough"] = "passthrough"
     root: Path = Field(
