@@ -6,7 +6,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 pkgs=(qemu-system-x86 qemu-system-common busybox-static cpio
-      gcc libc6-dev)  # a static helper for the two-guest tests (tests/usecases/guesttool.c)
+      gcc libc6-dev   # a static helper for the two-guest tests (tests/usecases/guesttool.c)
+      debootstrap)    # the Debian root tree of the rootfs guest tests (vfsframe.testing.rootfs)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -21,3 +22,5 @@ fi
 # The kernel is fetched with an extra apt list dir, never touching the system's sources.
 python="${PYTHON:-python3}"
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m vfsframe.testing.guestvm fetch-kernel
+# The Debian root file system the rootfs guest tests boot from (debootstrap, ~1 min, cached).
+PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m vfsframe.testing.rootfs build
