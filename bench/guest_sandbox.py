@@ -1,0 +1,90 @@
+"""What the sandbox costs (issue 9): bench/guest_virtio.py's guest workload (sequential
+write/read, 2,000-file metadata from 1 and 4 guest processes) over a passthrough share served
+by `vfsframe serve` with the sandbox off (`--sandbox none --seccomp none`, capabilities kept)
+and on (`--sandbox namespace --seccomp kill`, the default), in alternating order each round.
+Per-round ratios on/off, medians over --repeat rounds; the target is a cost under 5%.
+
+Run as root:  .venv/bin/python bench/guest_sandbox.py [--repeat 3] [--mib 256] [--files 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
+
+from bench.guest_virtio import UNITS, VfsframeServe, run_once
+from vfsframe.testing.guestvm import fetch_kernel
+
+MODES = {
+    "off": ("--sandbox", "none", "--seccomp", "none"),
+    "on": ("--sandbox", "namespace", "--seccomp", "kill"),
+}
+
+
+class SandboxServe(VfsframeServe):
+    def __init__(self, workdir: Path, request_queues: int, sandbox_args: tuple[str, ...]) -> None:
+        super().__init__(workdir, request_queues)
+        self.sandbox_args = sandbox_args
+
+    def command(self) -> list[str]:
+        return [*super().command(), *self.sandbox_args]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (medians are quoted)")
+    parser.add_argument("--mib", type=int, default=256, help="sequential file size, MiB")
+    parser.add_argument("--files", type=int, default=2000, help="files in the metadata workload")
+    parser.add_argument("--queues", type=int, default=1, help="request queues")
+    parser.add_argument("--cpus", type=int, default=2, help="guest vCPUs (TCG threads)")
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="host scratch dir")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (namespaces, drop_caches, QEMU memfd shares)", file=sys.stderr)
+        return 2
+    kernel = fetch_kernel()
+    print(
+        f"guest (TCG, {args.cpus} vCPUs), {args.queues} request queue(s): {args.mib} MiB dd, "
+        f"{args.files} files; sandbox off vs on, {args.repeat} round(s), medians"
+    )
+    samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
+    ratios: dict[str, list[float]] = {}
+    base = Path(tempfile.mkdtemp(prefix="guest-sandbox-bench-", dir=args.dir))
+    try:
+        for round_ in range(args.repeat):
+            order = list(MODES) if round_ % 2 == 0 else list(reversed(MODES))
+            this: dict[str, dict[str, float]] = {}
+            for mode in order:
+                workdir = base / f"r{round_}-{mode}"
+                workdir.mkdir()
+                server = SandboxServe(workdir, args.queues, MODES[mode])
+                this[mode] = run_once(server, workdir, kernel, args.mib, args.files, args.cpus)
+                for key, value in this[mode].items():
+                    samples[mode].setdefault(key, []).append(value)
+                print(f"  round {round_ + 1} sandbox {mode}: "
+                      + ", ".join(f"{k} {v:,.0f}" for k, v in this[mode].items()), flush=True)  # fmt: skip
+            for key in this["on"]:
+                ratios.setdefault(key, []).append(this["on"][key] / this["off"][key])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"\n{'workload':<13} {'unit':<6}{'off':>12}{'on':>12}{'on/off':>9}")
+    for workload, unit in UNITS.items():
+        off, on = (statistics.median(samples[m][workload]) for m in ("off", "on"))
+        ratio = statistics.median(ratios[workload])
+        print(f"{workload:<13} {unit:<6}{off:>12,.0f}{on:>12,.0f}{ratio:>9.3f}")
+    print("(on/off: median of the per-round ratios; 1.000 = no cost, 0.950 = 5% slower)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
