@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         supervised = sandbox.prepare(STOP_SIGNALS, _socket_paths(shares, args))
     except (OSError, ValueError) as exc:
         print(f"vfsframe serve: sandbox: {exc}", file=sys.stderr)
+        if isinstance(exc, PermissionError):
+            print("  (namespaces and chroot need root; --sandbox none runs without them, "
+                  "still dropping capabilities and filtering system calls)", file=sys.stderr)  # fmt: skip
         return 2 if isinstance(exc, ValueError) else 1
     if supervised is not None:  # the parent outside the PID namespace: the child served
         return supervised

@@ -57,8 +57,10 @@ def drop_all_but(kept: Iterable[str]) -> None:
         if not keep >> number & 1:
             try:
                 libc.prctl(libc.PR_CAPBSET_DROP, number)
-            except OSError as exc:  # already gone from the bounding set: nothing to do
-                if exc.errno != errno.EINVAL:
+            except OSError as exc:
+                if exc.errno == errno.EPERM:  # no CAP_SETPCAP (not root): none to drop
+                    break
+                if exc.errno != errno.EINVAL:  # EINVAL: unknown to this kernel
                     raise
     libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
     _, permitted, _ = libc.capget()

@@ -49,6 +49,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 def _check(result: int, what: str) -> int:
     if result < 0:
         err = ctypes.get_errno()
+        # OSError(errno, ...) picks the subclass (PermissionError for EPERM).
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return result
 
