@@ -9,6 +9,7 @@ apt_packages=(
     fuse3 libfuse2    # fusermount3 for unprivileged mounts; libfuse for the fusepy transport
     attr              # setfattr/getfattr, used by the tests
     bindfs            # the C FUSE server the benchmarks compare against
+    libseccomp2       # vfsframe serve's syscall filter (docs/security.md)
     python3-venv
 )
 if [ "$(id -u)" -eq 0 ]; then
