@@ -140,11 +140,16 @@ class TwoGuestRun:
         }
 
 
-def _prepare_dir(root: Path) -> Path:
+def _prepare_dir(root: Path, kind: DeviceKind) -> Path:
     root.mkdir(parents=True)
     root.chmod(0o755)
     for sub in SUBDIRS:
         (root / sub).mkdir()
+    if kind.server == "virtiofsd":
+        # Both guests' first `>> log` race to create it; QEMU 7.2's C virtiofsd sometimes dies
+        # on that race ("invalid openat64 call: O_CREAT or O_TMPFILE without mode"), so the
+        # reference gets the file made in advance. vfsframe keeps the race.
+        (root / "append" / "log").touch()
     return root
 
 
@@ -224,7 +229,7 @@ def run_two_guests(
     workdir: Path, kernel: Path, kinds: Sequence[DeviceKind] = KINDS, memory_mb: int = 256
 ) -> TwoGuestRun:
     """Serve every kind, boot guests A and B together, wait until both are done."""
-    dirs = {k.tag: _prepare_dir(workdir / "shared" / k.tag) for k in kinds}
+    dirs = {k.tag: _prepare_dir(workdir / "shared" / k.tag, k) for k in kinds}
     tools = dirs[kinds[0].tag] / ".tools"
     tools.mkdir()
     build_guesttool(tools / "guesttool")
