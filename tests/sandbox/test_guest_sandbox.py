@@ -105,6 +105,7 @@ def assert_privileges_dropped(run: Run) -> None:
 
 def test_workload_passes(mode_run: Run) -> None:
     assert_workload_passed(mode_run)
+    assert not mode_run.server.socket.exists()  # removed, even from outside a chroot
 
 
 def test_privileges_dropped(mode_run: Run) -> None:

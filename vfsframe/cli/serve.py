@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("front-end gone; exiting")
             break
     _close(opened)
+    sandbox.leave()
     return 0
 
 

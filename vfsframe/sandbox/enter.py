@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import signal
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,11 +41,15 @@ class SandboxEntry:
     def __init__(self, plan: SandboxPlan) -> None:
         self.plan = plan
         self._sources: dict[Path, int] = {}
+        # chroot mode: (directory fd, name) of each socket, to remove it on the way out.
+        self._socket_dirs: list[tuple[int, str]] = []
 
     def prepare(self, stop_signals: set[signal.Signals], sockets: Iterable[Path]) -> int | None:
         """Before building: returns None in the process that goes on to serve, or the exit
         status the supervising parent should exit with."""
         plan = self.plan
+        if plan.mode == "chroot":
+            self._socket_dirs = [_parent_of(path) for path in sockets]
         if plan.mode != "namespace":
             return None
         for name in LAZY_MODULES:  # while every directory can still be read
@@ -61,6 +67,15 @@ class SandboxEntry:
         if mapped:
             become_namespace_root(plan.uid_map, plan.gid_map)
         return None
+
+    def leave(self) -> None:
+        """After serving: remove the sockets a chrooted server can no longer name."""
+        for dir_fd, name in self._socket_dirs:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    os.unlink(name, dir_fd=dir_fd)
+            os.close(dir_fd)
+        self._socket_dirs = []
 
     def enter(self) -> None:
         """After building, before the serving threads start: isolate, drop, filter."""
@@ -108,3 +123,7 @@ def _log_watcher(plan: SandboxPlan) -> seccomp.KernelLogWatcher | None:
     except OSError as exc:
         log.warning("seccomp log: cannot read the kernel log (%s); calls are logged there", exc)
         return None
+
+
+def _parent_of(path: Path) -> tuple[int, str]:
+    return os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), path.name

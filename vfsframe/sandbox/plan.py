@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from vfsframe.plugin import PluginRegistry
 
+from .capabilities import CAPABILITY_NAMES, last_capability
 from .idmap import IdMapping
-from .needs import SandboxNeeds, share_needs
+from .needs import SandboxNeeds, UndeclaredNeeds, share_needs
 from .syscalls import allowed_syscalls
 
 SandboxMode = Literal["namespace", "chroot", "none"]
@@ -126,10 +127,10 @@ def make_plan(
     gids = tuple(server.gid_map if gid_map is None else gid_map)
     if (uids or gids) and mode != "namespace":
         raise ValueError('uid_map/gid_map need sandbox = "namespace" (a user namespace)')
-    needs = share_needs(shares, registry) if mode != "none" else SandboxNeeds()
     if mode == "none":
-        # Nothing is asked of the plugins: keep what the process has (but still no new ones).
         needs = _needs_without_declarations(shares, registry)
+    else:
+        needs = share_needs(shares, registry)
     namespaces: tuple[str, ...] = ()
     if mode == "namespace":
         namespaces = ("mount", "pid", "ipc", "uts")
@@ -159,13 +160,8 @@ def _needs_without_declarations(
 ) -> SandboxNeeds:
     try:
         return share_needs(shares, registry)
-    except ValueError:
-        # An undeclared plugin under sandbox = "none": it may do anything, so keep the
-        # network syscalls and every capability the process has.
-        return SandboxNeeds(network=True, capabilities=frozenset(_all_capabilities()))
-
-
-def _all_capabilities() -> list[str]:
-    from .capabilities import CAPABILITY_NAMES, last_capability
-
-    return list(CAPABILITY_NAMES[: last_capability() + 1])
+    except UndeclaredNeeds:
+        # An undeclared plugin under sandbox = "none" may do anything: keep the network
+        # calls and every capability the process has.
+        every = CAPABILITY_NAMES[: last_capability() + 1]
+        return SandboxNeeds(network=True, capabilities=frozenset(every))
