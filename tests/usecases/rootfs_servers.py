@@ -30,10 +30,11 @@ def passthrough_toml(root: Path, readonly: bool = False) -> str:
     return f'type = "passthrough"\nroot = "{root}"\nreadonly = {str(readonly).lower()}\n'
 
 
-def golden_overlay_toml(lower: Path) -> str:
-    """The golden image: the tree read-only as the lower layer, the guest's changes in memory."""
+def golden_overlay_toml(lower: Path, upper: Path) -> str:
+    """The golden image: the tree read-only as the lower layer, the guest's changes in a
+    directory of its own as the upper."""
     return (
-        'type = "overlay"\nupper = { type = "memory", capacity = "2GiB" }\n\n'
+        f'type = "overlay"\nupper = {{ type = "passthrough", root = "{upper}" }}\n\n'
         f"[[share.backend.lower]]\n{passthrough_toml(lower, readonly=True)}"
     )
 

@@ -170,14 +170,17 @@ def reference_run(cached_rootfs, media, workdir, kernel) -> tuple[RootfsRun, Pat
 @pytest.fixture(scope="module")
 def overlay_run(cached_rootfs, media, workdir, kernel):
     lower = guest_tree(cached_rootfs, workdir / "golden")
+    upper = workdir / "guest-changes"
+    upper.mkdir()
     before = manifest(lower)
-    server = VfsframeShare(workdir, "vfsframe-overlay", ROOT_TAG, golden_overlay_toml(lower))
+    config = golden_overlay_toml(lower, upper)
+    server = VfsframeShare(workdir, "vfsframe-overlay", ROOT_TAG, config)
     server.start()
     try:
         run = boot(server, media[0], workdir / "vm-overlay", kernel)
     finally:
         server.stop()
-    return run, lower, before, server
+    return run, lower, upper, before, server
 
 
 def assert_workload_passed(run: RootfsRun, server: Server) -> None:
@@ -234,12 +237,17 @@ def test_same_results_as_reference_virtiofsd(passthrough_run, reference_run, cap
 
 
 def test_golden_image_overlay(overlay_run, passthrough_run, capsys) -> None:
-    run, lower, before, server = overlay_run
+    run, lower, upper, before, server = overlay_run
     assert_workload_passed(run, server)
     ours, _, _ = passthrough_run
     assert run.guest.results == ours.guest.results
-    # The golden image is untouched: not a byte, mode, owner or time; the guest's trace went
-    # to the upper layer (memory) and is gone with it.
+    # The guest's changes are in its own directory: its trace, and dpkg's database (copied
+    # up by the installs); what it made and removed again left nothing behind.
+    assert (upper / "root" / "guest-was-here").read_text() == "booted\n"
+    assert (upper / "var" / "lib" / "dpkg" / "status").is_file()
+    assert not (upper / "usr" / "bin" / "vfsframe-hello").exists()
+    assert not (upper / "root" / "tree").exists()
+    # The golden image is untouched: not a byte, mode, owner or time.
     assert not (lower / "root" / "guest-was-here").exists()
     after = manifest(lower)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))

@@ -43,7 +43,7 @@ def main() -> None:
         subprocess.Popen([sys.executable, __file__, path, mode, "writer", str(n)])
         for n in range(WRITERS)
     ]
-    failed = [child.wait() for child in children if child.wait() != 0]
+    failed = [code for code in (child.wait() for child in children) if code != 0]
     elapsed = time.monotonic() - start
     rows = db.execute("SELECT count(*) FROM t").fetchone()[0]
     # Each writer's rows must all be there, in its own order.
