@@ -45,6 +45,8 @@ def served(layer: str, share: Any) -> Iterator[Driver]:
     require_mounting()
     mountpoint = Path(tempfile.mkdtemp(prefix=f"vfsframe-kit-{layer}-"))
     mountpoint.chmod(0o755)
+    # Checks assert the modes they create with; the in-process layer's umask is 022 too.
+    umask = os.umask(0o022)
     try:
         mount, chain = build_mount(
             layer, share, str(mountpoint), MountOptions.parse("default_permissions")
@@ -59,6 +61,7 @@ def served(layer: str, share: Any) -> Iterator[Driver]:
         finally:
             chain.close()
     finally:
+        os.umask(umask)
         mountpoint.rmdir()
 
 
