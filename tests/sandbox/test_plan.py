@@ -79,6 +79,7 @@ def test_objectstore_local_directory_and_s3_network(tmp_path) -> None:
     )  # fmt: skip
     plan = make_plan(s3, s3.shares)
     assert "net" not in plan.namespaces  # the host network stays reachable
+    assert by_path(plan)[Path("/etc/resolv.conf")] == "ro"  # and names can be resolved
     assert set(plan.syscalls) >= NETWORK
 
 

@@ -23,6 +23,12 @@ MountKind = Literal["rw", "ro", "tmpfs", "dev"]
 
 # Device nodes the interpreter may open (bound in read-write: /dev/null is written to).
 DEVICE_NODES = (Path("/dev/null"), Path("/dev/zero"), Path("/dev/urandom"))
+# What name resolution and TLS read while serving, for plugins that use the network (the
+# resolver rereads resolv.conf when it changes; system CA bundles live under /etc/ssl).
+NETWORK_FILES = tuple(
+    Path(p) for p in ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/gai.conf",
+                      "/etc/ssl", "/etc/ca-certificates", "/usr/share/ca-certificates")
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,9 @@ def plan_mounts(needs: SandboxNeeds) -> tuple[PlannedMount, ...]:
     mounts += [PlannedMount(p, "dev", "device node") for p in DEVICE_NODES]
     mounts += [PlannedMount(p, "ro", "interpreter and plugins") for p in interpreter_paths()]
     mounts += [PlannedMount(p.resolve(), "ro", "declared read-only") for p in needs.read_only]
+    if needs.network:
+        mounts += [PlannedMount(p, "ro", "name resolution, TLS") for p in NETWORK_FILES
+                   if p.exists()]  # fmt: skip
     mounts += [PlannedMount(p.resolve(), "rw", "declared read-write") for p in needs.read_write]
     # Outer paths first, so an inner mount lands on top of the one containing it.
     return tuple(sorted(mounts, key=lambda m: (len(m.path.parts), str(m.path))))
