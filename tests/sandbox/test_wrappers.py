@@ -89,3 +89,21 @@ def test_kill_filter_lets_listed_calls_through_and_restricts_unshare() -> None:
     """)
     assert out.stdout.strip() == "fine", out.stderr
     assert out.returncode == -signal.SIGSYS
+
+
+def test_threads_start_but_no_namespace_can_be_cloned() -> None:
+    out = run_child(f"""
+        import ctypes, os, threading
+        from vfsframe.sandbox import seccomp
+        seccomp.install_filter({ALLOWED!r}, "kill")
+        t = threading.Thread(target=lambda: print("thread ran", flush=True))
+        t.start(); t.join()  # clone3 fails with ENOSYS, the C library falls back to clone
+        pid = os.fork()  # clone without namespace flags
+        if pid == 0:
+            os._exit(0)
+        print("forked", flush=True)  # (not waited for: wait4 is off the list)
+        ctypes.CDLL(None).syscall(56, ctypes.c_ulong(0x10000000 | 17), None, None, None, None)
+        print("survived")
+    """)
+    assert out.stdout.splitlines() == ["thread ran", "forked"], (out.stdout, out.stderr)
+    assert out.returncode == -signal.SIGSYS

@@ -28,10 +28,19 @@ _SCMP_FLTATR_CTL_TSYNC = 4
 _SCMP_CMP_EQ = 4
 _SCMP_ARCH_NATIVE = 0
 
-# Calls allowed only with one first argument: unshare only for a thread's own fs_struct
-# (CLONE_FS), never to make namespaces (a new user namespace would hand back capabilities).
+# Calls allowed only with some first arguments. A new user namespace would hand back every
+# capability, so no namespace may be made: unshare only for a thread's own fs_struct
+# (CLONE_FS), clone only without namespace flags. clone3 passes its flags in memory a filter
+# cannot read: it fails with ENOSYS and the C library falls back to clone (as Docker does).
 CLONE_FS = 0x200
-ARGUMENT_RULES = {"unshare": CLONE_FS}
+NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+_SCMP_CMP_MASKED_EQ = 7
+ARGUMENT_RULES = {
+    "unshare": (_SCMP_CMP_EQ, CLONE_FS, 0),
+    "clone": (_SCMP_CMP_MASKED_EQ, NAMESPACE_FLAGS, 0),
+}
+REFUSED = {"clone3": errno.ENOSYS}
+_SCMP_ACT_ERRNO = 0x00050000
 
 
 class _ArgCmp(ctypes.Structure):
@@ -107,8 +116,11 @@ def install_filter(allowed: Iterable[str], mode: str) -> int:
             number = syscall_number(name)
             if number is None:
                 continue  # not on this architecture (e.g. a legacy call)
-            if name in ARGUMENT_RULES:
-                cmp = _ArgCmp(0, _SCMP_CMP_EQ, ARGUMENT_RULES[name], 0)
+            if name in REFUSED:
+                action = _SCMP_ACT_ERRNO | REFUSED[name]
+                rc = lib.seccomp_rule_add_exact_array(ctx, action, number, 0, None)
+            elif name in ARGUMENT_RULES:
+                cmp = _ArgCmp(0, *ARGUMENT_RULES[name])
                 rc = lib.seccomp_rule_add_exact_array(ctx, SCMP_ACT_ALLOW, number, 1, cmp)
             else:
                 rc = lib.seccomp_rule_add_exact_array(ctx, SCMP_ACT_ALLOW, number, 0, None)
