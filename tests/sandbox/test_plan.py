@@ -114,9 +114,12 @@ def test_memory_share_needs_nothing() -> None:
 
 
 def test_id_maps_need_a_user_namespace(tmp_path) -> None:
-    server = config({"type": "memory"}, uid_map=[":0:100000:65536:"], sandbox="chroot")
+    mapping = [":0:100000:65536:"]
+    server = config({"type": "memory"}, uid_map=mapping, gid_map=mapping, sandbox="chroot")
     with pytest.raises(ValueError, match="need sandbox"):
         make_plan(server, server.shares)
+    with pytest.raises(ValueError, match="together"):
+        make_plan(server, server.shares, mode="namespace", gid_map=[])
     plan = make_plan(server, server.shares, mode="namespace")
     assert plan.namespaces[0] == "user"
     assert plan.uid_map == (IdMapping(0, 100000, 65536),)

@@ -136,6 +136,9 @@ def make_plan(
     gids = tuple(server.gid_map if gid_map is None else gid_map)
     if (uids or gids) and mode != "namespace":
         raise ValueError('uid_map/gid_map need sandbox = "namespace" (a user namespace)')
+    if bool(uids) != bool(gids):
+        # An unmapped id cannot own what the server creates (EOVERFLOW): give both.
+        raise ValueError("give uid_map and gid_map together (a user namespace needs both)")
     if mode == "none":
         needs = _needs_without_declarations(shares, registry)
     else:
