@@ -6,6 +6,7 @@ conformance kit) pass, and `vfsframe mount` serves an archive through both host 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -39,7 +40,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     tests need; pip's cache keeps it quick after the first time."""
     path = tmp_path_factory.mktemp("venv") / "venv"
     run(sys.executable, "-m", "venv", path, timeout=120)
-    packages = [REPO, EXAMPLE, "mfusepy>=3.1.1", "pytest>=8", "pytest-timeout>=2.2"]
+    # pip builds in the source tree; a copy keeps build/ and *.egg-info out of examples/.
+    example = shutil.copytree(EXAMPLE, path.parent / "archive-backend")
+    packages = [REPO, example, "mfusepy>=3.1.1", "pytest>=8", "pytest-timeout>=2.2"]
     run(path / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check", *packages)
     yield path
 
