@@ -8,7 +8,9 @@ import errno
 import io
 import os
 import stat
+import struct
 import tarfile
+import time
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
@@ -136,6 +138,7 @@ def test_a_later_member_replaces_an_earlier_one(tmp_path: Path, serve) -> None:
     [
         ("plain.tar", SliceReader),
         ("plain.tar.gz", StreamReader),
+        ("plain.tar.bz2", StreamReader),
         ("stored.zip", SliceReader),
         ("deflated.zip", StreamReader),
     ],
@@ -148,7 +151,7 @@ def test_members_are_read_in_place_where_the_format_allows(
     if name.endswith("zip"):
         make_zip(seed, path, zipfile.ZIP_STORED if "stored" in name else zipfile.ZIP_DEFLATED)
     else:
-        make_tar(seed, path, "gz" if name.endswith("gz") else "")
+        make_tar(seed, path, name.removeprefix("plain.tar").removeprefix("."))
     fs = serve(path)
     handle = fs.open("f", os.O_RDONLY)
     try:
@@ -184,3 +187,22 @@ def test_every_change_is_refused_with_erofs(tmp_path: Path, serve) -> None:
     with pytest.raises(OSError) as exc:
         fs.open("f", os.O_RDONLY | os.O_TRUNC)
     assert exc.value.errno == errno.EROFS
+
+
+def test_zip_times_come_from_the_extended_timestamp_when_present(tmp_path: Path, serve) -> None:
+    path = tmp_path / "ut.zip"
+    with zipfile.ZipFile(path, "w") as out:
+        info = zipfile.ZipInfo("odd-second", (2001, 2, 3, 4, 5, 6))
+        info.external_attr = (stat.S_IFREG | 0o600) << 16
+        # Info-ZIP's "UT" field: flags (mtime present), then mtime as UTC seconds.
+        info.extra = struct.pack("<2HBi", 0x5455, 5, 1, 1_234_567_891)
+        out.writestr(info, b"x")
+        plain = zipfile.ZipInfo("dos-time", (2001, 2, 3, 4, 5, 6))
+        plain.create_system = 0  # made on Windows: no Unix mode
+        out.writestr(plain, b"y")
+    fs = serve(path)
+    assert fs.lstat("odd-second").st_mtime_ns == 1_234_567_891 * 10**9  # odd: not DOS time
+    assert stat.S_IMODE(fs.lstat("odd-second").st_mode) == 0o600
+    local = time.mktime((2001, 2, 3, 4, 5, 6, 0, 0, -1))
+    assert fs.lstat("dos-time").st_mtime_ns == int(local) * 10**9
+    assert stat.S_IMODE(fs.lstat("dos-time").st_mode) == 0o644  # the default

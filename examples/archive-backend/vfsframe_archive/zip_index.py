@@ -16,6 +16,7 @@ from .tree import ArchiveTree, member_parts
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature ... file name length, extra length
 _EXTENDED_TIMESTAMP = 0x5455
+_UNIX = 3  # ZipInfo.create_system
 
 
 def index_zip(archive: zipfile.ZipFile, fd: int, tree: ArchiveTree, log: Any) -> None:
@@ -27,7 +28,9 @@ def index_zip(archive: zipfile.ZipFile, fd: int, tree: ArchiveTree, log: Any) ->
         except ValueError as exc:
             log.warning("%s: skipped: %s", archive.filename, exc)
             continue
-        unix_mode = info.external_attr >> 16
+        # Unix modes sit in the high half of the external attributes of zips made on Unix;
+        # zips made elsewhere (create_system 0: MS-DOS/Windows) get the defaults.
+        unix_mode = info.external_attr >> 16 if info.create_system == _UNIX else 0
         if info.is_dir():
             mode = stat.S_IFDIR | (stat.S_IMODE(unix_mode) or 0o755)
         elif stat.S_ISLNK(unix_mode):
