@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 
 log = logging.getLogger("vfsframe.sandbox")
@@ -133,6 +134,26 @@ def install_filter(allowed: Iterable[str], mode: str) -> int:
 
 
 _AUDIT_SECCOMP = re.compile(r"type=1326 .*?\bpid=(\d+)\b.*?\bsyscall=(\d+)\b")
+
+
+def find_logged_syscall(kmsg_fd: int, pid: int, wait: float = 3.0) -> str | None:
+    """The name of the system call the kernel logged seccomp acting on for ``pid``, read
+    from a non-blocking /dev/kmsg descriptor (the audit thread prints it a moment later)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            record = os.read(kmsg_fd, 8192).decode(errors="replace")
+        except BlockingIOError:
+            time.sleep(0.05)
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                continue
+            return None
+        match = _AUDIT_SECCOMP.search(record)
+        if match and int(match.group(1)) == pid:
+            return syscall_name(int(match.group(2)))
+    return None
 
 
 class KernelLogWatcher:

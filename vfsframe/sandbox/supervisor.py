@@ -16,7 +16,7 @@ import signal
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import libc
+from . import libc, seccomp
 
 log = logging.getLogger("vfsframe.sandbox")
 
@@ -35,6 +35,7 @@ def fork_into_pid_namespace() -> int:
 def supervise(child: int, stop_signals: set[signal.Signals], sockets: Iterable[Path]) -> int:
     """Forward ``stop_signals`` (blocked by the caller) to ``child`` until it exits; then
     remove ``sockets`` and return its exit status."""
+    kmsg = _open_kernel_log()
     while True:
         received = signal.sigtimedwait(stop_signals, 0.2)
         if received is not None:
@@ -48,7 +49,25 @@ def supervise(child: int, stop_signals: set[signal.Signals], sockets: Iterable[P
             if path.is_socket():
                 path.unlink()
     code = os.waitstatus_to_exitcode(status)
-    if code < 0:
+    if code == -signal.SIGSYS:
+        name = seccomp.find_logged_syscall(kmsg, child) if kmsg is not None else None
+        log.error(
+            "the sandboxed server was killed by SIGSYS: system call %s is not in the "
+            "seccomp allow-list (vfsframe/sandbox/syscalls.py; --seccomp log names every one)",
+            name or "(unknown: the kernel log was not readable)",
+        )
+    elif code < 0:
         log.error("the sandboxed server was killed by %s", signal.Signals(-code).name)
-        return 128 - code
-    return code
+    if kmsg is not None:
+        os.close(kmsg)
+    return 128 - code if code < 0 else code
+
+
+def _open_kernel_log() -> int | None:
+    """/dev/kmsg from now on, to name the call if seccomp kills the child."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    os.lseek(fd, 0, os.SEEK_END)
+    return fd
