@@ -9,7 +9,13 @@ See docs/writing-a-backend.md.
 
 from vfsframe.testing.conformance.capabilities import Capabilities
 from vfsframe.testing.conformance.drivers import ChainDriver, Driver, MountDriver
-from vfsframe.testing.conformance.marks import LAYERS, MOUNT_LAYERS, only_mounted, requires
+from vfsframe.testing.conformance.marks import (
+    LAYERS,
+    MOUNT_LAYERS,
+    only_in_process,
+    only_mounted,
+    requires,
+)
 from vfsframe.testing.conformance.seed import (
     Dir,
     File,
@@ -35,6 +41,7 @@ __all__ = [
     "Seed",
     "Symlink",
     "default_seed",
+    "only_in_process",
     "only_mounted",
     "pseudo_random",
     "requires",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import subprocess
 import sys
 
-from vfsframe.testing.conformance.drivers import Driver, write_file
-from vfsframe.testing.conformance.marks import only_mounted, requires
+from vfsframe import ops
+from vfsframe.testing.conformance.drivers import ChainDriver, ChainHandle, Driver, write_file
+from vfsframe.testing.conformance.errors import expect_errno
+from vfsframe.testing.conformance.marks import only_in_process, only_mounted, requires
 
 # Exit status 0: the lock was granted; 1: it conflicted (EAGAIN/EACCES/EWOULDBLOCK).
 _TRY_LOCK = """
@@ -63,3 +66,38 @@ class LockChecks:
             assert _other_process_gets("flock", path), "the released flock still conflicts"
         finally:
             os.close(fd)
+
+
+class ChainLockChecks:
+    """The backend's own lock table, driven directly with two lock owners (what the kernel
+    sends for two processes), including F_GETLK, which the mount checks cannot see."""
+
+    @requires("writable", "posix_locks")
+    @only_in_process("two lock owners in one process exist only below the kernel")
+    def test_posix_lock_table(self, vfs: Driver) -> None:
+        assert isinstance(vfs, ChainDriver)
+        write_file(vfs, "locked", bytes(4096))
+        one, two = vfs.open("locked", os.O_RDWR), vfs.open("locked", os.O_RDWR)
+        try:
+            chain, ctx = vfs.chain, vfs.ctx
+
+            def setlk(handle: ChainHandle, owner: int, start: int, end: int, kind: int) -> None:
+                lock = ops.Lock(start, end, kind, owner)
+                chain.setlk(ops.SetlkRequest(ctx, handle.path, handle.fh, owner, lock))
+
+            def getlk(handle: ChainHandle, owner: int, start: int, end: int) -> ops.Lock:
+                lock = ops.Lock(start, end, fcntl.F_WRLCK, owner)
+                return chain.getlk(ops.GetlkRequest(ctx, handle.path, handle.fh, owner, lock))
+
+            setlk(one, 1, 0, 99, fcntl.F_WRLCK)
+            setlk(two, 2, 100, 149, fcntl.F_WRLCK)  # next to it: no conflict
+            expect_errno(errno.EAGAIN, setlk, two, 2, 50, 120, fcntl.F_WRLCK)
+            found = getlk(two, 2, 50, 60)
+            assert (found.type, found.start, found.end) == (fcntl.F_WRLCK, 0, 99)
+            assert getlk(one, 1, 0, 99).type == fcntl.F_UNLCK  # an owner never conflicts itself
+            setlk(one, 1, 0, 99, fcntl.F_UNLCK)
+            setlk(two, 2, 50, 120, fcntl.F_WRLCK)
+            assert getlk(one, 1, 0, 10).type == fcntl.F_UNLCK
+        finally:
+            vfs.close(one)
+            vfs.close(two)

@@ -18,3 +18,8 @@ def requires(*capabilities: str) -> pytest.MarkDecorator:
 def only_mounted(reason: str) -> pytest.MarkDecorator:
     """The check needs the kernel (its VFS decides the outcome, or it needs processes)."""
     return pytest.mark.vfsframe_layers(*MOUNT_LAYERS, reason=reason)
+
+
+def only_in_process(reason: str) -> pytest.MarkDecorator:
+    """The check drives the hook chain itself (e.g. as two lock owners)."""
+    return pytest.mark.vfsframe_layers("inprocess", reason=reason)

@@ -10,7 +10,7 @@ import pytest
 from vfsframe.testing.conformance.capabilities import Capabilities
 from vfsframe.testing.conformance.check_data import DataChecks
 from vfsframe.testing.conformance.check_errors import ErrnoChecks
-from vfsframe.testing.conformance.check_locks import LockChecks
+from vfsframe.testing.conformance.check_locks import ChainLockChecks, LockChecks
 from vfsframe.testing.conformance.check_namespace import ListingOffsetChecks, NamespaceChecks
 from vfsframe.testing.conformance.check_seed import SeedChecks
 from vfsframe.testing.conformance.drivers import Driver
@@ -19,7 +19,13 @@ from vfsframe.testing.conformance.serving import served, share_for
 
 
 class BackendConformance(
-    NamespaceChecks, ListingOffsetChecks, DataChecks, ErrnoChecks, SeedChecks, LockChecks
+    NamespaceChecks,
+    ListingOffsetChecks,
+    DataChecks,
+    ErrnoChecks,
+    SeedChecks,
+    LockChecks,
+    ChainLockChecks,
 ):
     """Every conformance check, run once per layer against a fresh backend.
 
