@@ -1,10 +1,10 @@
 """Carrying out a sandbox plan in `vfsframe serve`, in two steps around building the shares:
 
-1. ``SandboxEntry.prepare`` (config validated, plugins imported, nothing built, one thread): for
-   namespace mode, enter the user namespace (with maps), fork into a new PID namespace and
-   give the child its own mount, IPC and UTS namespaces; the parent supervises.
-2. ``SandboxEntry.enter`` (backends built, sockets listening, serving threads not started): leave the
-   network, switch root, drop capabilities, set no_new_privs, load the syscall filter.
+1. ``SandboxEntry.prepare`` (config validated, plugins imported, nothing built, one thread):
+   for namespace mode, enter the user namespace (with maps), fork into a new PID namespace
+   and give the child its own mount, IPC and UTS namespaces; the parent supervises.
+2. ``SandboxEntry.enter`` (backends built, sockets listening, serving threads not started):
+   leave the network, switch root, drop capabilities, set no_new_privs, load the filter.
 """
 
 from __future__ import annotations
