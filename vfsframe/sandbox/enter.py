@@ -43,11 +43,14 @@ class SandboxEntry:
         self._sources: dict[Path, int] = {}
         # chroot mode: (directory fd, name) of each socket, to remove it on the way out.
         self._socket_dirs: list[tuple[int, str]] = []
+        self._watcher: seccomp.KernelLogWatcher | None = None
 
     def prepare(self, stop_signals: set[signal.Signals], sockets: Iterable[Path]) -> int | None:
         """Before building: returns None in the process that goes on to serve, or the exit
         status the supervising parent should exit with."""
         plan = self.plan
+        # Opened while privileged (dmesg_restrict: CAP_SYSLOG of the host), read later.
+        self._watcher = _log_watcher(plan)
         if plan.mode == "chroot":
             self._socket_dirs = [_parent_of(path) for path in sockets]
         if plan.mode != "namespace":
@@ -80,7 +83,11 @@ class SandboxEntry:
     def enter(self) -> None:
         """After building, before the serving threads start: isolate, drop, filter."""
         plan = self.plan
-        watcher = _log_watcher(plan)
+        watcher = self._watcher
+        if watcher is not None:
+            # The pid the kernel's audit lines carry: this process's pid in the host's PID
+            # namespace, which the host /proc (still mounted here) tells.
+            watcher.pid = int(os.readlink("/proc/self"))
         if plan.seccomp != "none":
             seccomp.load_library()  # found through ldconfig and the file system: do it now
         for name in LAZY_MODULES:
@@ -115,11 +122,8 @@ class SandboxEntry:
 def _log_watcher(plan: SandboxPlan) -> seccomp.KernelLogWatcher | None:
     if plan.seccomp != "log":
         return None
-    # The pid the kernel's audit lines carry: this process's pid in the host's namespace,
-    # which the host /proc (still mounted here) tells.
-    host_pid = int(os.readlink("/proc/self"))
     try:
-        return seccomp.KernelLogWatcher(host_pid)
+        return seccomp.KernelLogWatcher()
     except OSError as exc:
         log.warning("seccomp log: cannot read the kernel log (%s); calls are logged there", exc)
         return None

@@ -161,8 +161,8 @@ class KernelLogWatcher:
     system call. /dev/kmsg is opened before the sandbox is entered; reading it needs no
     privilege afterwards."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pid: int = 0) -> None:
+        self.pid = pid  # set before start() when not known yet (a child to be forked)
         self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_CLOEXEC)
         os.lseek(self._fd, 0, os.SEEK_END)  # only what happens from now on
         self.reported: set[str] = set()
