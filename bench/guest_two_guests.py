@@ -47,9 +47,10 @@ def main() -> int:
                 return 1
             for kind in KINDS:
                 runs[kind.tag].append(run.figures(kind))
+                figures = " ".join(f"{k}={v:.1f}" for k, v in runs[kind.tag][-1].items())
+                print(f"run {number}/{args.repeat} {kind.tag}: {figures}", file=sys.stderr)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        print(f"run {number}/{args.repeat} done", file=sys.stderr)
     print(
         f"{'server':<40} {'hop ms':>8} {'close→whole ms':>15} {'max ms':>8}   (median of {args.repeat})"
     )

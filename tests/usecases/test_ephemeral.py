@@ -23,7 +23,7 @@ import pytest
 from tests.guest.servers import SERVE
 from vfsframe.testing.guestvm import GuestResult, GuestVM, Share, booted, fetch_kernel
 
-from .two_guests import ServerProcess, build_guesttool
+from .two_guests import KERNEL_ARGS, ServerProcess, build_guesttool
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -220,7 +220,14 @@ def outcome(kernel: Path, s3_endpoint: str, tmp_path_factory: pytest.TempPathFac
     server.start()
     try:
         script = WRITER.format(tags=" ".join(TAGS), sync_every=SYNC_EVERY)
-        with booted(script, shares, workdir / "writer", memory_mb=256, kernel=kernel) as vm:
+        with booted(
+            script,
+            shares,
+            workdir / "writer",
+            memory_mb=256,
+            kernel=kernel,
+            kernel_args=KERNEL_ARGS,  # type: ignore[arg-type]
+        ) as vm:
             _wait_until_synced(vm)
             time.sleep(1.0)  # writes after the last fsync are in flight now
             vm.kill()  # SIGKILL: no shutdown, no unmount, no last flush
@@ -235,7 +242,14 @@ def outcome(kernel: Path, s3_endpoint: str, tmp_path_factory: pytest.TempPathFac
                 name: stored.read(tag, f"files/{name}") for name in ("f1", "f2", "f3", "SHA256SUMS")
             }
         reader = READER.format(tags=" ".join(TAGS))
-        vm = GuestVM(reader, shares, workdir / "reader", memory_mb=256, kernel=kernel)
+        vm = GuestVM(
+            reader,
+            shares,
+            workdir / "reader",
+            memory_mb=256,
+            kernel=kernel,
+            kernel_args=KERNEL_ARGS,
+        )
         vm.start()
         try:
             result.reader = vm.wait(WAIT)
