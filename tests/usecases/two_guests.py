@@ -12,6 +12,7 @@ marker files in the shared directory itself.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import subprocess
@@ -157,16 +158,19 @@ def _prepare_dir(root: Path, kind: DeviceKind) -> Path:
 
 
 def _vfsframe_config(path: Path, shares: Sequence[tuple[DeviceKind, Path, list[Path]]]) -> Path:
+    """A passthrough share per kind: `socket` for one guest, `sockets` for both."""
     text = ""
     for kind, root, sockets in shares:
+        paths = [str(s) for s in sockets]
+        # A JSON string or list of strings is a valid TOML value.
         where = (
-            f"socket = {str(sockets[0])!r}\n"
-            if len(sockets) == 1
-            else f"sockets = [{', '.join(repr(str(s)) for s in sockets)}]\n"
-        ).replace("'", '"')
+            f"socket = {json.dumps(paths[0])}"
+            if len(paths) == 1
+            else f"sockets = {json.dumps(paths)}"
+        )
         text += (
-            f'[[share]]\ntag = "{kind.tag}"\n{where}cache = "{kind.cache}"\n'
-            f'[share.backend]\ntype = "passthrough"\nroot = "{root}"\n\n'
+            f'[[share]]\ntag = "{kind.tag}"\n{where}\ncache = "{kind.cache}"\n'
+            f'[share.backend]\ntype = "passthrough"\nroot = {json.dumps(str(root))}\n\n'
         )
     path.write_text(text)
     return path
