@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,13 @@ def test_serve_gives_each_socket_a_session_over_one_backend(tmp_path: Path, serv
         entry = fuse_call(guest_b, FUSE_LOOKUP, 3, 1, b"from-a\0")
         (nodeid,) = struct.unpack_from("<Q", entry)
         assert nodeid > 1  # guest B finds what guest A made: one memory backend behind both
+        # Guest A goes away: B is still served, and A's socket takes the next guest, which
+        # sees what B made meanwhile (the backend outlives every session).
+        guest_a.close()
+        fuse_call(guest_b, FUSE_MKDIR, 4, 1, MKDIR_IN.pack(0o755, 0) + b"from-b\0")
+        guest_a = _reconnect(tmp_path / "a.sock")
+        mount_handshake(guest_a)
+        fuse_call(guest_a, FUSE_LOOKUP, 3, 1, b"from-b\0")
     finally:
         guest_a.close()
         guest_b.close()
@@ -119,4 +127,18 @@ def test_serve_gives_each_socket_a_session_over_one_backend(tmp_path: Path, serv
     assert proc.returncode == 0, err
     assert "serving 2 share(s) on 3 socket(s)" in err
     assert "shared#0: front-end connected" in err and "shared#1: front-end connected" in err
+    assert "shared#0: front-end connected (connection 2)" in err
     assert not any((tmp_path / name).exists() for name in ("a.sock", "b.sock", "s.sock"))
+
+
+def _reconnect(sock: Path, timeout: float = 30.0) -> TestFrontEnd:
+    """A new front-end on a socket whose previous one just left (the server may still be
+    resetting the device, so the first tries can be refused)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return TestFrontEnd(socket_path=sock)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
