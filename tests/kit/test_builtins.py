@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vfsframe.testing.conformance import BackendConformance, Capabilities, Driver, default_seed
+from vfsframe.testing.conformance import BackendConformance, Capabilities, default_seed
 
 pytestmark = pytest.mark.mount
 
@@ -51,24 +51,6 @@ class TestObjectStore(BackendConformance):
     def backend_config(self, tmp_path: Path) -> dict[str, object]:
         store = {"type": "local", "root": str(tmp_path / "objects"), "fsync": False}
         return {"type": "objectstore", "store": store, "staging_dir": str(tmp_path)}
-
-    @pytest.mark.xfail(
-        reason="objectstore bug, about 1 run in 3: when one writer opens the shared file while "
-        "another's last release is uploading it, one writer's whole region is lost (a lost "
-        "update between vfs_open's lookup and vfs_release dropping the open inode)",
-        strict=False,
-    )
-    def test_concurrent_writers(self, vfs: Driver) -> None:
-        super().test_concurrent_writers(vfs)
-
-    @pytest.mark.xfail(
-        reason="objectstore bug, now and then through a mount: a setxattr right after close() "
-        "is lost (ENODATA) when the asynchronous RELEASE's upload lands after it, as the "
-        "chmod was before 811acd1",
-        strict=False,
-    )
-    def test_xattrs(self, vfs: Driver) -> None:
-        super().test_xattrs(vfs)
 
 
 class TestOverlayOverMemory(BackendConformance):

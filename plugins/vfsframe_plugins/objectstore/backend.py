@@ -6,12 +6,18 @@ and, when created here, the empty marker object ``a/``. Every answer comes from 
 (size, attributes, unsaved data) is the open inode's until it is uploaded.
 
 Locks: ``_lock`` guards the in-process tables and is never held across a store call; each
-open inode's lock is held while its staging file changes or is uploaded.
+open inode's lock is held while its staging file changes or is uploaded, and may be taken
+before ``_lock``, never after it.
+
+An open inode is in ``_open`` exactly while its open count is above zero: an open finds it and
+counts itself under ``_lock`` in one step, so the last release (which drops it, under both
+locks, after its upload) cannot retire an inode that an open is about to use. An open that
+finds nothing asks the store; if a release of that path retires an inode meanwhile, the
+answer may predate the release's upload, and the open asks again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -21,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +70,13 @@ def _check_name(path: str) -> None:
         raise _error(errno.ENAMETOOLONG, path)
 
 
+@dataclass(slots=True, eq=False)  # compared by identity: several may wait on one path
+class _Lookup:
+    """An open asking the store about a path nothing here has open."""
+
+    overtaken: bool = False  # an inode of the path was retired meanwhile: the answer may be old
+
+
 @dataclass(slots=True)
 class Found:
     """What a path is in the store right now."""
@@ -95,6 +108,7 @@ class ObjectStoreBackend(Backend):
         self._inos: dict[str, int] = {"/": 1}
         self._next_ino = 2
         self._open: dict[str, OpenInode] = {}  # path → inode, while open
+        self._lookups: dict[str, list[_Lookup]] = {}  # path → opens asking the store about it
         self._misses: dict[str, float] = {}  # path → when getattr found nothing
         self._dirs: dict[str, bool] = {}  # path → whether it was a directory when last found
         # key → (version, meta) of objects seen, so listings can carry full attributes.
@@ -264,12 +278,14 @@ class ObjectStoreBackend(Backend):
     def vfs_setattr(self, req: ops.SetattrRequest) -> ops.Attr:
         writer = isinstance(req.fh, FileHandle) and req.fh.writable
         inode = req.fh.inode if isinstance(req.fh, FileHandle) else self._open_inode(req.path)
-        if inode is not None and (
-            inode.staging is not None or inode.info is None or req.size is not None
-        ):
+        if inode is not None:
             with inode.lock:
                 # The last release may have run while we waited for the lock: then no upload
                 # would follow, and the change must go to the store as for a closed file.
+                clean = inode.staging is None and inode.info is not None and req.size is None
+                if inode.opens > 0 and clean:
+                    # To the store, under the lock: no write stages the old version meanwhile.
+                    return self._setattr_stored(req, inode)
                 if inode.opens > 0:
                     self._check_setattr(req, inode.meta)
                     if req.size is not None:
@@ -282,6 +298,11 @@ class ObjectStoreBackend(Backend):
                     if req.size is not None and not writer:
                         self._upload(inode)  # truncate(2) by path: no close will follow
                     return self._inode_attr(inode, req.path)
+        return self._setattr_stored(req, None)
+
+    def _setattr_stored(self, req: ops.SetattrRequest, inode: OpenInode | None) -> ops.Attr:
+        """setattr of the stored object; an open clean ``inode`` (locked by the caller) takes
+        the new version."""
         found = self._find(req.path)
         meta = found.meta.copy()
         self._check_setattr(req, meta)
@@ -301,8 +322,7 @@ class ObjectStoreBackend(Backend):
         info = self.store.copy(key, key, encoded)
         self._remember_meta(info, meta)
         if inode is not None:
-            with inode.lock:
-                inode.meta, inode.info = meta.copy(), info
+            inode.meta, inode.info, inode.size = meta.copy(), info, info.size
         return self._attr(req.path, meta, info.size)
 
     def _truncate_closed(self, path: str, found: Found, meta: Meta, size: int) -> ops.Attr:
@@ -549,85 +569,142 @@ class ObjectStoreBackend(Backend):
 
     # -- open files ----------------------------------------------------------------------
 
-    def _inode_for(self, path: str, found: Found | None) -> OpenInode:
-        """The open inode of ``path``, made from what the store has when there is none."""
-        with self._lock:
-            inode = self._open.get(path)
-        if inode is None:
-            assert found is not None
-            fresh = OpenInode(self._ino(path), path, found.meta.copy(), found.info)
+    def _open_counted(
+        self, path: str, build: Callable[[], OpenInode], exclusive: bool = False
+    ) -> tuple[OpenInode, bool]:
+        """``path``'s open inode with this open counted, and whether it is new: the inode
+        open here, else one ``build`` makes from what the store has (``exclusive``: an inode
+        open here is EEXIST). The count is taken in the same ``_lock`` section that finds or
+        adds the inode, so no release retires it in between."""
+        while True:
             with self._lock:
-                inode = self._open.setdefault(path, fresh)
-        elif found is not None and inode.staging is None and inode.info is not None:
-            with inode.lock:  # close-to-open: a new open sees the store's current version
-                if inode.staging is None:
-                    inode.info, inode.meta, inode.size = (
-                        found.info,
-                        found.meta.copy(),
-                        (found.info.size if found.info else 0),
-                    )
-        return inode
+                inode = self._open.get(path)
+                if inode is not None:
+                    if exclusive:
+                        raise _error(errno.EEXIST, path)
+                    inode.opens += 1
+                    return inode, False
+                lookup = _Lookup()
+                self._lookups.setdefault(path, []).append(lookup)
+            try:
+                fresh = build()
+            except BaseException:
+                with self._lock:
+                    self._end_lookup(path, lookup)
+                raise
+            with self._lock:
+                self._end_lookup(path, lookup)
+                inode = self._open.get(path)
+                if inode is None and not lookup.overtaken:
+                    fresh.opens = 1
+                    self._open[path] = fresh
+                elif inode is not None and not exclusive:
+                    inode.opens += 1
+            if inode is None and not lookup.overtaken:
+                return fresh, True
+            fresh.close_staging()
+            if inode is not None:
+                if exclusive:
+                    raise _error(errno.EEXIST, path)
+                return inode, False
+            # A release uploaded the path while the store was asked: ask again.
 
-    def _opened(self, inode: OpenInode, flags: int) -> FileHandle:
+    def _end_lookup(self, path: str, lookup: _Lookup) -> None:
+        """Forget an open's question about ``path`` (call with ``_lock``)."""
+        lookups = self._lookups.get(path)
+        if lookups is not None:
+            lookups.remove(lookup)
+            if not lookups:
+                del self._lookups[path]
+
+    def _refresh(self, inode: OpenInode, path: str) -> None:
+        """close-to-open: a new open of a clean stored inode sees the store's current version
+        (asked after counting the open, so the inode cannot be retired meanwhile)."""
         with inode.lock:
-            inode.opens += 1
-            if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+            before = inode.info
+        if inode.staging is not None or before is None:
+            return
+        found = self._find(path)
+        if found.kind == stat.S_IFDIR:
+            raise _error(errno.EISDIR, path)
+        if found.kind == stat.S_IFLNK:
+            raise _error(errno.ELOOP, path)
+        with inode.lock:
+            # Unless a write or a setattr changed the inode meanwhile (it is newer then).
+            if inode.staging is None and inode.info is before and inode.path == path:
+                inode.info, inode.meta = found.info, found.meta.copy()
+                inode.size = found.info.size if found.info else 0
+
+    def _truncate_opened(self, inode: OpenInode, flags: int) -> None:
+        if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+            with inode.lock:
                 self._stage(inode, keep=False)
                 os.ftruncate(inode.staging, 0)  # type: ignore[arg-type]
                 inode.size = 0
                 inode.meta.mtime_ns = time.time_ns()
                 inode.dirty = True
-        return FileHandle(inode, flags)
+
+    def _stored_inode(self, path: str, found: Found) -> OpenInode:
+        return OpenInode(self._ino(path), path, found.meta.copy(), found.info)
 
     def vfs_open(self, req: ops.OpenRequest) -> FileHandle:
-        inode = self._open_inode(req.path)
-        found = None
-        if inode is None or (inode.staging is None and inode.info is not None):
+        def build() -> OpenInode:
             found = self._find(req.path)
             if found.kind == stat.S_IFDIR:
                 raise _error(errno.EISDIR, req.path)
             if found.kind == stat.S_IFLNK:
                 raise _error(errno.ELOOP, req.path)
-        if req.flags & os.O_DIRECTORY:
-            raise _error(errno.ENOTDIR, req.path)
-        handle = self._opened(self._inode_for(req.path, found), req.flags)
-        inode = handle.inode
-        if inode.staging is None and inode.info is not None:
-            # Pin the version now (no request: the HEAD above named it), so that reads
-            # after an unlink or a replacement still see what was opened where the store
-            # can (the local store holds the file open).
-            try:
-                handle.reader = self.store.open_reader(_key(req.path), inode.info)
-            except BaseException:
-                self.vfs_release(ops.ReleaseRequest(req.ctx, req.path, handle))
-                raise
+            return self._stored_inode(req.path, found)
+
+        inode, new = self._open_counted(req.path, build)
+        handle = FileHandle(inode, req.flags)
+        try:
+            if req.flags & os.O_DIRECTORY:
+                raise _error(errno.ENOTDIR, req.path)
+            if not new:
+                self._refresh(inode, req.path)
+            self._truncate_opened(inode, req.flags)
+            with inode.lock:
+                info = inode.info if inode.staging is None else None
+            if info is not None:
+                # Pin the version now (no request: the HEAD above named it), so that reads
+                # after an unlink or a replacement still see what was opened where the store
+                # can (the local store holds the file open).
+                handle.reader = self.store.open_reader(_key(req.path), info)
+        except BaseException:
+            self.vfs_release(ops.ReleaseRequest(req.ctx, req.path, handle))
+            raise
         return handle
 
     def vfs_create(self, req: ops.CreateRequest) -> tuple[FileHandle, ops.Attr]:
         _check_name(req.path)
-        inode = self._open_inode(req.path)
-        found = None
-        if inode is None and not self._missed_recently(req.path):
-            found = self._find_or_none(req.path)
-        if inode is not None or found is not None:
-            if req.flags & os.O_EXCL:
-                raise _error(errno.EEXIST, req.path)
-            if found is not None and found.kind == stat.S_IFDIR:
-                raise _error(errno.EISDIR, req.path)
-            handle = self._opened(self._inode_for(req.path, found), req.flags)
-            return handle, self._inode_attr(handle.inode, req.path)
-        meta = self._new_meta(req.ctx, stat.S_IFREG | req.mode)
-        self._appeared(req.path)
-        fresh = OpenInode(self._ino(req.path), req.path, meta, None)
-        with fresh.lock:
-            self._stage(fresh, keep=False)
-            fresh.dirty = True  # an empty file is uploaded at the first flush
-        with self._lock:
-            inode = self._open.setdefault(req.path, fresh)
-        if inode is not fresh:
-            fresh.close_staging()
-        handle = self._opened(inode, req.flags & ~os.O_TRUNC)
-        return handle, self._inode_attr(inode, req.path)
+        exclusive = bool(req.flags & os.O_EXCL)
+
+        def build() -> OpenInode:
+            found = None if self._missed_recently(req.path) else self._find_or_none(req.path)
+            if found is not None:
+                if exclusive:
+                    raise _error(errno.EEXIST, req.path)
+                if found.kind == stat.S_IFDIR:
+                    raise _error(errno.EISDIR, req.path)
+                return self._stored_inode(req.path, found)
+            meta = self._new_meta(req.ctx, stat.S_IFREG | req.mode)
+            self._appeared(req.path)
+            fresh = OpenInode(self._ino(req.path), req.path, meta, None)
+            with fresh.lock:
+                self._stage(fresh, keep=False)
+                fresh.dirty = True  # an empty file is uploaded at the first flush
+            return fresh
+
+        inode, _ = self._open_counted(req.path, build, exclusive)
+        handle = FileHandle(inode, req.flags)
+        try:
+            self._truncate_opened(inode, req.flags)  # a no-op but for mtime on a new file
+            with inode.lock:
+                return handle, self._inode_attr(inode, req.path)
+        except BaseException:
+            self.vfs_release(ops.ReleaseRequest(req.ctx, req.path, handle))
+            raise
 
     def _stage(self, inode: OpenInode, keep: bool) -> None:
         """Give the inode a staging file (call with its lock); ``keep``: fill it with the
@@ -730,19 +807,29 @@ class ObjectStoreBackend(Backend):
         handle.close()
         inode = handle.inode
         with inode.lock:
-            inode.opens -= 1
-            if inode.opens > 0:
-                return
+            with self._lock:
+                inode.opens -= 1
+                if inode.opens > 0:
+                    return
+            failure: OSError | None = None
             try:
                 self._upload(inode)
             except OSError as exc:
-                # The last chance has passed: close(2) already reported the failure.
-                log.error("objectstore: unsaved data of %s dropped: %s", inode.path, exc)
-            finally:
-                inode.close_staging()
-                with self._lock:
-                    if inode.path is not None and self._open.get(inode.path) is inode:
+                failure = exc
+            with self._lock:
+                # An open may have found the inode during the upload: it carries on with it
+                # (staging and all) and its own release uploads what is left.
+                retired = inode.opens == 0
+                if retired and inode.path is not None:
+                    if self._open.get(inode.path) is inode:
                         del self._open[inode.path]
+                    for lookup in self._lookups.get(inode.path, ()):
+                        lookup.overtaken = True
+            if retired:
+                inode.close_staging()
+            if failure is not None and retired:
+                # The last chance has passed: close(2) already reported the failure.
+                log.error("objectstore: unsaved data of %s dropped: %s", inode.path, failure)
 
     def _upload(self, inode: OpenInode) -> None:
         """Store the staging file (call with the inode's lock): one PUT, or a multipart upload
@@ -862,36 +949,47 @@ class ObjectStoreBackend(Backend):
 
     # -- extended attributes -------------------------------------------------------------
 
-    def _xattr_target(self, path: str) -> tuple[OpenInode | None, Found | None, Meta]:
+    def _xattrs_of(self, path: str) -> dict[str, bytes]:
         inode = self._open_inode(path)
         if inode is not None and (inode.staging is not None or inode.info is None):
-            return inode, None, inode.meta
-        found = self._find(path)
-        return None, found, found.meta
+            return inode.meta.xattrs
+        return self._find(path).meta.xattrs
 
-    def _store_meta(
-        self, path: str, inode: OpenInode | None, found: Found | None, meta: Meta
-    ) -> None:
-        encoded = meta.encode_within(self.store.metadata_limit)
+    def _change_xattrs(self, path: str, change: Callable[[Meta], None]) -> None:
+        inode = self._open_inode(path)
         if inode is not None:
-            inode.meta = meta
-            inode.dirty = True  # goes up with the data at the next flush
-            return
-        assert found is not None
+            with inode.lock:
+                # The last release may have retired the inode while we waited for its lock:
+                # then no upload follows, and the change goes to the store as for a closed file.
+                if inode.opens > 0:
+                    if inode.staging is not None or inode.info is None:
+                        meta = inode.meta.copy()
+                        change(meta)
+                        inode.meta = meta
+                        inode.dirty = True  # goes up with the data at the next flush
+                    else:
+                        # Under the lock: a write cannot stage the old version meanwhile.
+                        self._change_stored_xattrs(path, change, inode)
+                    return
+        self._change_stored_xattrs(path, change, None)
+
+    def _change_stored_xattrs(
+        self, path: str, change: Callable[[Meta], None], inode: OpenInode | None
+    ) -> None:
+        """Change the stored object's metadata; an open clean ``inode`` (locked by the
+        caller) takes the new version, so its next upload keeps the change."""
+        found = self._find(path)
+        meta = found.meta.copy()
+        change(meta)
+        encoded = meta.encode_within(self.store.metadata_limit)
         key = _key(path)
         if found.kind == stat.S_IFDIR:
             info = self.store.put(key + "/", b"", encoded)
         else:
             info = self.store.copy(key, key, encoded)
         self._remember_meta(info, meta)
-
-    def _change_xattrs(self, path: str, change: Any) -> None:
-        inode, found, meta = self._xattr_target(path)
-        lock = inode.lock if inode is not None else contextlib.nullcontext()
-        with lock:
-            meta = meta.copy()
-            change(meta)
-            self._store_meta(path, inode, found, meta)
+        if inode is not None and found.kind != stat.S_IFDIR:
+            inode.meta, inode.info, inode.size = meta.copy(), info, info.size
 
     def vfs_setxattr(self, req: ops.SetxattrRequest) -> None:
         _check_xattr_name(req.name)
@@ -926,13 +1024,13 @@ class ObjectStoreBackend(Backend):
         _check_xattr_name(req.name)
         if req.name in (ACL_ACCESS, ACL_DEFAULT):
             raise _error(errno.ENODATA, req.name)
-        value = self._xattr_target(req.path)[2].xattrs.get(req.name)
+        value = self._xattrs_of(req.path).get(req.name)
         if value is None:
             raise _error(errno.ENODATA, req.name)
         return value
 
     def vfs_listxattr(self, req: ops.ListxattrRequest) -> list[str]:
-        return list(self._xattr_target(req.path)[2].xattrs)
+        return list(self._xattrs_of(req.path))
 
     def vfs_removexattr(self, req: ops.RemovexattrRequest) -> None:
         _check_xattr_name(req.name)

@@ -1,0 +1,241 @@
+"""The objectstore backend's open/release/setxattr races, each interleaving forced with events:
+a store call that waits at a gate, and an inode lock that says when someone waits for it.
+
+close(2) returns before the kernel's RELEASE is served, and the last release uploads the
+file while holding the inode's lock; opens and xattr changes that arrive meanwhile must end
+up in the store, not on an inode the release has just retired."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from vfsframe_plugins.objectstore import ObjectStoreBackend, ObjectStoreConfig, open_store
+from vfsframe_plugins.objectstore.files import FileHandle
+
+from vfsframe import ops
+
+CTX = ops.Context(uid=0, gid=0, umask=0o022)
+WAIT = 10.0  # seconds: a step that does not happen by then is a hang, reported as a failure
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[ObjectStoreBackend]:
+    config = ObjectStoreConfig(store={"type": "local", "root": str(tmp_path / "objects")})
+    built = ObjectStoreBackend(config, open_store(config))
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2, thread_name_prefix="racer") as executor:
+        yield executor
+
+
+class Gate:
+    """Makes a store method wait in the threads named ``racer`` until ``open()``, before
+    the call or, with ``answered``, after it (a reply that is late); ``entered`` is set when
+    a call waits."""
+
+    def __init__(self, backend: ObjectStoreBackend, method: str, answered: bool = False) -> None:
+        self.entered = threading.Event()
+        self._opened = threading.Event()
+        real: Callable[..., Any] = getattr(backend.store, method)
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            result = real(*args, **kwargs) if answered else None
+            if threading.current_thread().name.startswith("racer") and not self._opened.is_set():
+                self.entered.set()
+                assert self._opened.wait(WAIT), "the gate was never opened"
+            return result if answered else real(*args, **kwargs)
+
+        setattr(backend.store, method, gated)  # the instance's attribute shadows the method
+
+    def wait_entered(self) -> None:
+        assert self.entered.wait(WAIT), "no call reached the gate"
+
+    def open(self) -> None:
+        self._opened.set()
+
+
+class WatchedLock:
+    """An inode lock that sets ``progress`` when a thread has to wait for it."""
+
+    def __init__(self, lock: Any, progress: threading.Event) -> None:
+        self._lock = lock
+        self._progress = progress
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        self._progress.set()
+        return bool(self._lock.acquire(timeout=timeout))
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> WatchedLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def watch_lock(handle: FileHandle, progress: threading.Event) -> None:
+    handle.inode.lock = WatchedLock(handle.inode.lock, progress)  # type: ignore[assignment]
+
+
+def settled(future: Future[Any], progress: threading.Event) -> None:
+    """Wait until the call in ``future`` has returned or is waiting for the watched lock."""
+    future.add_done_callback(lambda _: progress.set())
+    assert progress.wait(WAIT), "the call neither returned nor waited for the inode lock"
+
+
+def open_(backend: ObjectStoreBackend, flags: int = os.O_WRONLY) -> FileHandle:
+    return backend.vfs_open(ops.OpenRequest(CTX, "/f", flags))
+
+
+def write(backend: ObjectStoreBackend, fh: FileHandle, offset: int, data: bytes) -> None:
+    req = ops.WriteRequest(CTX, "/f", fh, offset, [memoryview(data)], len(data), 0)
+    assert backend.vfs_write(req) == len(data)
+
+
+def close(backend: ObjectStoreBackend, fh: FileHandle) -> None:
+    backend.vfs_flush(ops.FlushRequest(CTX, "/f", fh))
+    backend.vfs_release(ops.ReleaseRequest(CTX, "/f", fh))
+
+
+def stored(backend: ObjectStoreBackend) -> bytes:
+    """The file's bytes in the store."""
+    return bytes(backend.store.get("f"))
+
+
+def xattr(backend: ObjectStoreBackend, name: str) -> bytes:
+    """An xattr as a new server would see it (nothing in process)."""
+    fresh = ObjectStoreBackend(backend.config, backend.store)
+    return fresh.vfs_getxattr(ops.GetxattrRequest(CTX, "/f", name))
+
+
+def make_file(backend: ObjectStoreBackend, data: bytes) -> None:
+    fh, _ = backend.vfs_create(ops.CreateRequest(CTX, "/f", os.O_RDWR, 0o644))
+    write(backend, fh, 0, data)
+    close(backend, fh)
+
+
+def test_an_open_during_the_last_release_upload_shares_the_file(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+) -> None:
+    """Writer 2 opens while writer 1's RELEASE uploads; writer 3 opens after it. Each writes
+    its own region: none may be lost (writer 2 once joined the retired inode, writer 3 made
+    a new one, and the later upload overwrote the other's region)."""
+    make_file(backend, b"." * 12)
+    first = open_(backend)
+    write(backend, first, 0, b"AAAA")  # not flushed: the release uploads it
+    progress = threading.Event()
+    watch_lock(first, progress)
+    gate = Gate(backend, "put")
+    release = pool.submit(backend.vfs_release, ops.ReleaseRequest(CTX, "/f", first))
+    gate.wait_entered()
+    second_open = pool.submit(open_, backend)
+    settled(second_open, progress)
+    gate.open()
+    release.result(WAIT)
+    second = second_open.result(WAIT)
+    third = open_(backend)
+    write(backend, second, 4, b"BBBB")
+    write(backend, third, 8, b"CCCC")
+    close(backend, second)
+    close(backend, third)
+    assert stored(backend) == b"AAAABBBBCCCC"
+
+
+def test_an_open_that_found_a_clean_inode_is_not_overtaken_by_its_release(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+) -> None:
+    """Writer 2 opens while writer 1 holds the file open unwritten: its HEAD is answered
+    after writer 1 has written, set an xattr and closed. Writer 2 must not upload its file
+    over the old version's attributes (the local store reads the newest bytes anyway)."""
+    make_file(backend, b"." * 8)
+    first = open_(backend)
+    gate = Gate(backend, "head", answered=True)
+    second_open = pool.submit(open_, backend)
+    gate.wait_entered()
+    write(backend, first, 0, b"AAAA")
+    backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.by", b"first", 0))
+    close(backend, first)
+    gate.open()
+    second = second_open.result(WAIT)
+    write(backend, second, 4, b"BBBB")
+    close(backend, second)
+    assert stored(backend) == b"AAAABBBB"
+    assert xattr(backend, "user.by") == b"first"
+
+
+def test_an_open_whose_lookup_an_upload_overtook_looks_again(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+) -> None:
+    """Writer 2's HEAD (nothing open yet) is answered after writer 1 opened, wrote and
+    closed: the answer is stale, and writer 2 must not build its file (here: its attributes)
+    on it."""
+    make_file(backend, b"." * 8)
+    gate = Gate(backend, "head", answered=True)
+    second_open = pool.submit(open_, backend)
+    gate.wait_entered()
+    first = open_(backend)  # the main thread's HEAD is not gated
+    write(backend, first, 0, b"AAAA")
+    backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.by", b"first", 0))
+    close(backend, first)
+    gate.open()
+    second = second_open.result(WAIT)
+    write(backend, second, 4, b"BBBB")
+    close(backend, second)
+    assert stored(backend) == b"AAAABBBB"
+    assert xattr(backend, "user.by") == b"first"
+
+
+def test_a_setxattr_that_waited_for_the_last_release_reaches_the_store(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+) -> None:
+    """write, close, setxattr: the setxattr finds the file still open (RELEASE not served
+    yet) and waits for the inode lock while the release uploads and retires the inode."""
+    fh, _ = backend.vfs_create(ops.CreateRequest(CTX, "/f", os.O_RDWR, 0o644))
+    write(backend, fh, 0, b"data")  # not flushed: the release uploads it
+    progress = threading.Event()
+    watch_lock(fh, progress)
+    gate = Gate(backend, "put")
+    release = pool.submit(backend.vfs_release, ops.ReleaseRequest(CTX, "/f", fh))
+    gate.wait_entered()
+    setxattr = pool.submit(
+        backend.vfs_setxattr, ops.SetxattrRequest(CTX, "/f", "user.colour", b"blue", 0)
+    )
+    settled(setxattr, progress)
+    gate.open()
+    release.result(WAIT)
+    setxattr.result(WAIT)
+    assert xattr(backend, "user.colour") == b"blue"
+    assert stored(backend) == b"data"
+
+
+def test_a_setxattr_on_a_clean_open_file_survives_a_later_write(
+    backend: ObjectStoreBackend,
+) -> None:
+    """An xattr set while a handle is open but unwritten goes straight to the store; the
+    handle's later write and close upload the file with it, not with the old attributes."""
+    make_file(backend, b"data")
+    fh = open_(backend, os.O_RDWR)
+    backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.colour", b"blue", 0))
+    write(backend, fh, 0, b"DATA")
+    close(backend, fh)
+    assert xattr(backend, "user.colour") == b"blue"
+    assert stored(backend) == b"DATA"
