@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import errno
-import threading
 import time
 from collections.abc import Generator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
 
 from vfsframe.hookspecs import OPERATIONS
 from vfsframe.plugin import Middleware
 from vfsframe_plugins._opclasses import install_wrappers
 
 from .config import MetricsConfig, split_listen
+from .endpoint import MetricsEndpoint
 
 
 class MetricsMiddleware(Middleware):
@@ -56,8 +55,7 @@ class MetricsMiddleware(Middleware):
         self.children = {
             op: (self.operations.labels(op), self.latency.labels(op)) for op in OPERATIONS
         }
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._endpoint: MetricsEndpoint | None = None
         self.address: tuple[str, int] | None = None
         if config.listen is not None:
             self._serve(config.listen)
@@ -65,27 +63,23 @@ class MetricsMiddleware(Middleware):
     def _serve(self, listen: str) -> None:
         host, port = split_listen(listen)
         try:
-            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+            self._endpoint = MetricsEndpoint(host, port, self.registry)
         except OSError as exc:
             raise OSError(
                 exc.errno,
                 f"metrics: cannot listen on {listen}: {exc.strerror}; give each share's "
                 "metrics its own `listen` port",
             ) from None
-        self.address = self._server.server_address[:2]
+        self.address = self._endpoint.address
 
     def exposition(self) -> bytes:
         """The Prometheus text format of this registry (what GET /metrics answers)."""
         return generate_latest(self.registry)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
 
     def observe(self, op: str, result: Any, code: int, seconds: float) -> None:
         count, latency = self.children[op]
