@@ -620,8 +620,7 @@ class ObjectStoreBackend(Backend):
     def _refresh(self, inode: OpenInode, path: str) -> None:
         """close-to-open: a new open of a clean stored inode sees the store's current version
         (asked after counting the open, so the inode cannot be retired meanwhile)."""
-        with inode.lock:
-            before = inode.info
+        before = inode.info  # unlocked: an open does not wait for another handle's upload
         if inode.staging is not None or before is None:
             return
         found = self._find(path)
@@ -664,8 +663,7 @@ class ObjectStoreBackend(Backend):
             if not new:
                 self._refresh(inode, req.path)
             self._truncate_opened(inode, req.flags)
-            with inode.lock:
-                info = inode.info if inode.staging is None else None
+            info = inode.info if inode.staging is None else None
             if info is not None:
                 # Pin the version now (no request: the HEAD above named it), so that reads
                 # after an unlink or a replacement still see what was opened where the store
@@ -700,8 +698,7 @@ class ObjectStoreBackend(Backend):
         handle = FileHandle(inode, req.flags)
         try:
             self._truncate_opened(inode, req.flags)  # a no-op but for mtime on a new file
-            with inode.lock:
-                return handle, self._inode_attr(inode, req.path)
+            return handle, self._inode_attr(inode, req.path)
         except BaseException:
             self.vfs_release(ops.ReleaseRequest(req.ctx, req.path, handle))
             raise
