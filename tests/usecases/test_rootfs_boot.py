@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,8 @@ MEDIA_WRITES = [
     "unlink",
     "mkdir",
     "symlink",
+    "link",
+    "setxattr",
 ]
 
 
@@ -87,12 +90,16 @@ def kernel() -> Path:
 
 @pytest.fixture(scope="module")
 def cached_rootfs() -> Path:
-    return build_rootfs()  # a few minutes on first use; CI's installer builds it up front
+    return build_rootfs()  # about a minute on first use; CI's installer builds it first
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("rootfs")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("rootfs")
+    yield path
+    # The guests' trees are 200+ MB each; pytest keeps the last runs' temp directories.
+    for tree in ("pt-tree", "ref-tree", "golden", "guest-changes"):
+        shutil.rmtree(path / tree, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
