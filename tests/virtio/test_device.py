@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 
 from vfsframe.testing.virtio_driver import REGIONS, MiB, TestFrontEnd
 from vfsframe.virtio import protocol as p
@@ -128,7 +129,11 @@ def test_event_idx_interrupt_suppression(make_frontend) -> None:
     assert not fe.wait_call(1, timeout=0.2)
     roundtrip(fe, 1, OP_GETATTR, 21)  # 6: crossed used_event
     assert fe.wait_call(1)
-    # The device published avail_event so the driver knows which kick it wants next.
+    # Once idle, the device publishes avail_event: the kick it wants is the next request's.
+    # (While it drains the ring it leaves avail_event behind, so the driver does not kick.)
+    deadline = time.monotonic() + 10
+    while fe.avail_event(1) != fe.queues[1].avail_idx and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert fe.avail_event(1) == fe.queues[1].avail_idx
 
 

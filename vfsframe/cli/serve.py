@@ -26,7 +26,7 @@ log = logging.getLogger("vfsframe.serve")
 
 CAPABILITIES = {"type": "fs"}
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-DEFAULT_WORKERS = 8
+DEFAULT_WORKERS = 64
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=DEFAULT_WORKERS,
         metavar="N",
-        help=f"request worker threads per share (default {DEFAULT_WORKERS})",
+        help="most threads per request queue; a queue starts with one and adds more while "
+        f"its threads are stuck on slow requests (default {DEFAULT_WORKERS})",
     )
     sandbox = parser.add_argument_group("sandbox (docs/security.md; default: the config's)")
     sandbox.add_argument(

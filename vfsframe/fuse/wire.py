@@ -24,7 +24,7 @@ class ProtocolError(Exception):
 
 
 def total_length(segments: Sequence[memoryview]) -> int:
-    return sum(len(segment) for segment in segments)
+    return sum(map(len, segments))
 
 
 def gather(segments: Sequence[memoryview], length: int) -> memoryview:

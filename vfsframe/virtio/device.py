@@ -15,6 +15,7 @@ from vfsframe.virtio import protocol as p
 from vfsframe.virtio.dispatch import FuseHandler, QueueService
 from vfsframe.virtio.memory import GuestMemory, GuestMemoryError, MemoryRegion, map_regions
 from vfsframe.virtio.protocol import Message, ProtocolError, ProtocolFeature, Request
+from vfsframe.virtio.stallwatch import StallWatch
 from vfsframe.virtio.virtqueue import VirtQueue
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class VhostUserFsDevice:
         self.workers = max(1, workers)
         self.queues = [VirtQueue(i) for i in range(self.num_queues)]
         self.services: dict[int, QueueService] = {}
+        self.stall_watch: StallWatch | None = None  # started with the first request queue
         self.memory = GuestMemory()
         self.features = 0
         self.protocol_features = 0
@@ -147,6 +149,9 @@ class VhostUserFsDevice:
         """Forget the front-end: stop every queue, unmap memory, reset the FUSE session."""
         for index in list(self.services):
             self._stop_queue(index)
+        if self.stall_watch is not None:
+            self.stall_watch.stop()
+            self.stall_watch = None
         for vq in self.queues:
             for fd in (vq.kick_fd, vq.call_fd, vq.err_fd):
                 if fd is not None:
@@ -328,11 +333,19 @@ class VhostUserFsDevice:
             return
         self._apply_features(vq)
         vq.attach(self.memory)
-        threads = 1 if vq.index == 0 else self.workers  # hiprio: cheap, in order
-        service = QueueService(vq, self.handler, threads, f"{self.name}-q{vq.index}")
+        name = f"{self.name}-q{vq.index}"
+        if vq.index == 0:  # hiprio: cheap, in order, one thread
+            service = QueueService(vq, self.handler, 1, name)
+        else:
+            service = QueueService(vq, self.handler, self.workers, name, self._watch())
         self.services[vq.index] = service
         service.start()
         log.debug("%s: queue %d started (size %d)", self.name, vq.index, vq.size)
+
+    def _watch(self) -> StallWatch:
+        if self.stall_watch is None:
+            self.stall_watch = StallWatch(self.name)
+        return self.stall_watch
 
     def _stop_queue(self, index: int) -> None:
         service = self.services.pop(index, None)

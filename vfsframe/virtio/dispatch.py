@@ -1,8 +1,8 @@
 """Serving virtqueues: each started queue has its own threads.
 
 The hiprio queue (FORGET, BATCH_FORGET, INTERRUPT) has a thread of its own, so it never waits
-behind request-queue work; each request queue has a group of threads (see QueueService), so a
-slow request holds only its own thread.
+behind request-queue work; each request queue has a group of threads (see QueueService) that
+grows when one is stuck on a slow request, so a slow request holds only its own thread.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import os
 import select
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from vfsframe.virtio.stallwatch import StallWatch
 from vfsframe.virtio.virtqueue import Chain, QueueBroken, VirtQueue
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 IN_HEADER_UNIQUE = struct.Struct("<8xQ")  # fuse_in_header: len, opcode, unique, ...
 OUT_HEADER = struct.Struct("<IiQ")  # fuse_out_header: len, error, unique
 POLL_INTERVAL_MS = 1  # only used when the front-end gave no kick fd (polling mode)
+PARALLEL_IO_BYTES = 128 * 1024  # a chain this large (READ/WRITE data) gets company at once
 
 
 class FuseHandler(Protocol):
@@ -67,25 +70,39 @@ def error_reply(chain: Chain, err: int) -> int:
 class QueueService:
     """Serves one queue with a group of threads, each popping chains and serving them itself.
 
-    Idle threads all wait on the kick eventfd with EPOLLEXCLUSIVE, so a kick wakes one of
-    them, and that thread serves what it pops without handing it to another thread: the
-    common single-request path has no thread switch. After each pop the driver is asked to
-    kick again for the next buffer, so a request arriving while a slow one is served wakes
-    another idle thread; if buffers are already waiting, the popping thread kicks the queue
-    itself. Completions land in the used ring in whatever order they finish.
+    Idle threads wait on the kick eventfd with EPOLLEXCLUSIVE, so a kick wakes one of them,
+    and that thread serves what it pops, then pops again until the ring is empty: no thread
+    switch on the common path. Requests that arrive while it serves wait for it, unless it
+    stays busy on one request for long: then the device's StallWatch calls `rescue`, which
+    wakes an idle thread or starts a new one (up to `max_threads`). Completions land in the
+    used ring in whatever order they finish.
     """
 
-    def __init__(self, vq: VirtQueue, handler: FuseHandler, threads: int, name: str) -> None:
+    def __init__(
+        self,
+        vq: VirtQueue,
+        handler: FuseHandler,
+        max_threads: int,
+        name: str,
+        watch: StallWatch | None = None,
+    ) -> None:
         self.vq = vq
         self.handler = handler
+        self.name = name
+        self.max_threads = max(1, max_threads)
+        self.watch = watch
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._stopping = False
         self._pop_lock = threading.Lock()
-        self._served = [0] * threads
-        self._threads = [
-            threading.Thread(target=self._run, args=(i,), name=f"{name}.{i}", daemon=True)
-            for i in range(threads)
-        ]
+        self._threads: list[threading.Thread] = []
+        self._served: list[int] = []
+        # Per thread, each written only by its own thread: when it started serving its
+        # current chain (monotonic; 0.0 when not serving), whether it is waiting for a kick,
+        # and whether it has started popping at all.
+        self._busy_since: list[float] = []
+        self._idle: list[bool] = []
+        self._started: list[bool] = []
+        self._threads_lock = threading.Lock()  # spawning vs stopping
         if vq.kick_fd is not None:
             # Several threads read it; a blocking read by the one that lost the race would
             # hang. (The flag is shared with the front-end's copy, which only writes to it.)
@@ -95,42 +112,105 @@ class QueueService:
     def served(self) -> int:
         return sum(self._served)
 
+    @property
+    def threads(self) -> int:
+        return len(self._threads)
+
     def start(self) -> None:
-        for t in self._threads:
-            t.start()
+        if self.watch is not None:
+            self.watch.add(self)
+        self._spawn()
+
+    def _spawn(self) -> None:
+        with self._threads_lock:
+            if self._stopping:
+                return
+            slot = len(self._threads)
+            self._served.append(0)
+            self._busy_since.append(0.0)
+            self._idle.append(False)
+            self._started.append(False)
+            thread = threading.Thread(
+                target=self._run, args=(slot,), name=f"{self.name}.{slot}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self) -> None:
         """Stop popping and wait until every chain already popped has been completed, so
         the used index matches the base index we hand back to the front-end."""
-        self._stopping = True
+        with self._threads_lock:
+            self._stopping = True
+            threads = list(self._threads)
+        if self.watch is not None:
+            self.watch.remove(self)
         os.eventfd_write(self._stop_fd, 1)  # stays readable, and not exclusive: wakes all
-        for t in self._threads:
+        for t in threads:
             if t is not threading.current_thread():
                 t.join()
         os.close(self._stop_fd)
+
+    def rescue(self, now: float, stall: float) -> bool:
+        """Called by the StallWatch: if chains wait while every serving thread has been on
+        its request for `stall` seconds, wake an idle thread or start one. True while a
+        thread is serving."""
+        started = [t for t in self._busy_since if t]
+        if not started:
+            return False
+        if self._stopping or now - max(started) < stall or not self.vq.pending():
+            return True
+        if not all(self._started):
+            pass  # help is on its way
+        elif any(self._idle):
+            self._wake_idle()
+        elif len(self._threads) < self.max_threads:
+            log.debug("%s: all %d threads busy; starting another", self.name, self.threads)
+            self._spawn()
+        return True
+
+    def _wake_idle(self) -> None:
+        """Wake one idle thread (they wait on the kick fd with EPOLLEXCLUSIVE)."""
+        if self.vq.kick_fd is not None:
+            os.eventfd_write(self.vq.kick_fd, 1)
 
     def _run(self, slot: int) -> None:
         try:
             self._loop(slot)
         except Exception:
+            self._started[slot] = True  # not coming: do not wait for it
             # E.g. a kick "eventfd" that cannot be polled. Never let a thread die silently.
             self.vq.broken = "queue thread failed"
             log.exception("queue %d: thread failed; the queue is marked broken", self.vq.index)
 
     def _loop(self, slot: int) -> None:
         kick_fd = self.vq.kick_fd
+        busy_since = self._busy_since
+        watch = self.watch
         with select.epoll() as ep:
             ep.register(self._stop_fd, select.EPOLLIN)
             if kick_fd is not None:
                 ep.register(kick_fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
             timeout = -1 if kick_fd is not None else POLL_INTERVAL_MS / 1000
+            idle = self._idle
+            self._started[slot] = True
             while not self._stopping:
                 chain = self._take()
                 if chain is not None:
+                    if chain.size >= PARALLEL_IO_BYTES and any(idle) and self.vq.pending():
+                        # Large I/O runs mostly outside the GIL (preadv/pwritev, copies):
+                        # worth a second thread at once for what waits behind it.
+                        self._wake_idle()
+                    busy_since[slot] = time.monotonic()
+                    if watch is not None and not watch.armed:
+                        watch.arm()
                     self._serve(chain)
+                    busy_since[slot] = 0.0
                     self._served[slot] += 1
                     continue
-                for fd, _ in ep.poll(timeout):
+                idle[slot] = True
+                events = ep.poll(timeout)
+                idle[slot] = False
+                for fd, _ in events:
                     if fd == kick_fd:
                         with contextlib.suppress(BlockingIOError):
                             os.eventfd_read(fd)
@@ -145,8 +225,6 @@ class QueueService:
                 chain = vq.pop()
                 if chain is None and vq.arm_kick():
                     chain = vq.pop()  # arrived while re-arming: no kick will announce it
-                if chain is not None and vq.arm_kick() and vq.kick_fd is not None:
-                    os.eventfd_write(vq.kick_fd, 1)  # more waiting: wake another thread
                 return chain
             except QueueBroken as exc:
                 log.error("%s; the queue is marked broken until the front-end resets it", exc)

@@ -133,6 +133,11 @@ class GuestMemory:
         span adjacent regions; a hole anywhere in it is an error (and appends nothing)."""
         if addr < 0 or length < 0 or addr + length > ADDR_LIMIT:
             raise GuestMemoryError(f"guest range {addr:#x}+{length:#x} overflows")
+        region = self._region_at(addr)
+        if region is not None and addr + length <= region.guest_end:  # the common case
+            start = addr - region.guest_addr
+            out.append(region.view[start : start + length])
+            return
         first = len(out)
         while length:
             region = self._region_at(addr)

@@ -56,6 +56,11 @@ class Chain:
     writable: list[memoryview]
     error: str | None = None  # set when the chain is well formed but its buffers are not
 
+    @property
+    def size(self) -> int:
+        """Bytes in all its buffers, readable and writable."""
+        return sum(map(len, self.readable)) + sum(map(len, self.writable))
+
     def release(self) -> None:
         """Drop the views so a removed memory region can be unmapped."""
         for v in self.readable:
@@ -222,6 +227,14 @@ class VirtQueue:
             with contextlib.suppress(OSError):
                 os.eventfd_write(self.err_fd, 1)
         return QueueBroken(f"queue {self.index}: {why}")
+
+    def pending(self) -> bool:
+        """Whether the driver has made chains available that are not popped yet."""
+        avail = self._avail
+        try:
+            return avail is not None and avail[1] != self.last_avail
+        except ValueError:
+            return False  # released by a concurrent detach
 
     def arm_kick(self) -> bool:
         """Ask the driver to kick for the next buffer; True if one arrived meanwhile, so the
