@@ -4,7 +4,9 @@ on the host) for the read-only share."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from ..guest.servers import SERVE, ReferenceVirtiofsd, Server
@@ -13,13 +15,15 @@ from ..guest.servers import SERVE, ReferenceVirtiofsd, Server
 class VfsframeShare(Server):
     """`vfsframe serve` with one share whose `[share.backend]` table is `backend_toml`."""
 
-    def __init__(self, workdir: Path, name: str, tag: str, backend_toml: str) -> None:
+    def __init__(
+        self, workdir: Path, name: str, tag: str, backend_toml: str, middleware_toml: str = ""
+    ) -> None:
         self.name = name
         super().__init__(workdir, tag)
         self.config = workdir / f"{name}.toml"
         self.config.write_text(
             f'[[share]]\ntag = "{tag}"\nsocket = "{self.socket}"\nrequest_queues = 1\n'
-            f'cache = "auto"\n\n[share.backend]\n{backend_toml}'
+            f'cache = "auto"\n\n[share.backend]\n{backend_toml}\n{middleware_toml}'
         )
 
     def command(self) -> list[str]:
@@ -28,6 +32,11 @@ class VfsframeShare(Server):
 
 def passthrough_toml(root: Path, readonly: bool = False) -> str:
     return f'type = "passthrough"\nroot = "{root}"\nreadonly = {str(readonly).lower()}\n'
+
+
+# The other way to make media read-only: an acl in front of a writable backend refuses every
+# change (EROFS) before the backend sees it.
+READONLY_ACL_TOML = '[[share.middleware]]\ntype = "acl"\nreadonly = true\ndefault = "allow"\n'
 
 
 def golden_overlay_toml(lower: Path, upper: Path) -> str:
@@ -60,7 +69,8 @@ def build_media(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     debs = []
     for package, (depends, program) in MEDIA_PACKAGES.items():
-        root = directory.parent / f"{package}-build"
+        root = Path(tempfile.mkdtemp(prefix=f"{package}-", dir=directory.parent))
+        root.chmod(0o755)  # the package's "./": mkdtemp's 0700 would be a strange root
         (root / "DEBIAN").mkdir(parents=True)
         (root / "DEBIAN" / "control").write_text(
             f"Package: {package}\nVersion: 1.0\nArchitecture: all\n{depends}"
@@ -76,5 +86,6 @@ def build_media(directory: Path) -> list[Path]:
             ["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)],
             check=True, capture_output=True,
         )  # fmt: skip
+        shutil.rmtree(root)
         debs.append(deb)
     return debs

@@ -21,6 +21,7 @@ from vfsframe.testing.rootfs_boot import RootfsRun, boot_from_share, install_wor
 
 from ..guest.servers import Server
 from .rootfs_servers import (
+    READONLY_ACL_TOML,
     ReferenceTree,
     VfsframeShare,
     build_media,
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.guest, pytest.mark.timeout(1500)]
 WORKLOAD = Path(__file__).parent / "rootfs_workload"
 ROOT_TAG = "rootfs"
 MEDIA_TAG = "media"
+MEDIA_ACL_TAG = "media-acl"
 BOOT_TIMEOUT = 900.0  # the whole workload under TCG on a contended machine
 
 # What every boot must report ok; the guest may report more.
@@ -62,6 +64,12 @@ EXPECTED_CHECKS = [
     "media_unchanged",
     "media_purge",
     "media_umount",
+    "media_acl_mount",
+    "media_acl_install",
+    "media_acl_writes_erofs",
+    "media_acl_unchanged",
+    "media_acl_purge",
+    "media_acl_umount",
     "leave_trace",
     "sync",
     "umount_tmp",
@@ -103,21 +111,32 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def media(workdir: Path) -> Iterator[tuple[Server, Path]]:
-    """The installation media: a read-only passthrough share of a directory of .debs, served
-    by its own `vfsframe serve` for every boot of the module."""
-    directory = workdir / "media"
+def media(workdir: Path) -> Iterator[tuple[list[Server], Path, Path]]:
+    """The installation media, served by `vfsframe serve` to every boot of the module: a
+    read-only passthrough share of a directory of .debs, and a writable passthrough share of
+    another such directory behind an acl with readonly = true."""
+    directory, acl_directory = workdir / "media", workdir / "media-acl"
     build_media(directory)
-    server = VfsframeShare(workdir, "media", MEDIA_TAG, passthrough_toml(directory, True))
-    server.start()
-    yield server, directory
-    server.stop()
+    build_media(acl_directory)
+    servers: list[Server] = [
+        VfsframeShare(workdir, "media", MEDIA_TAG, passthrough_toml(directory, True)),
+        VfsframeShare(
+            workdir, "media-acl", MEDIA_ACL_TAG, passthrough_toml(acl_directory), READONLY_ACL_TOML
+        ),
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield servers, directory, acl_directory
+    finally:
+        for server in servers:
+            server.stop()
 
 
-def boot(server: Server, media_server: Server, vmdir: Path, kernel: Path) -> RootfsRun:
+def boot(server: Server, media_servers: list[Server], vmdir: Path, kernel: Path) -> RootfsRun:
     root = Share(server.tag, server.socket)
-    extra = Share(media_server.tag, media_server.socket)
-    run = boot_from_share(root, [extra], vmdir, kernel, BOOT_TIMEOUT)
+    extra = [Share(media.tag, media.socket) for media in media_servers]
+    run = boot_from_share(root, extra, vmdir, kernel, BOOT_TIMEOUT)
     assert run.finished, (
         f"guest did not finish:\n{run.guest.serial[-3000:]}\n{server.log()[-3000:]}"
     )
@@ -126,7 +145,8 @@ def boot(server: Server, media_server: Server, vmdir: Path, kernel: Path) -> Roo
 
 def guest_tree(cached: Path, dest: Path) -> Path:
     tree = copy_tree(cached, dest)
-    install_workload(tree, WORKLOAD, {"ROOT_TAG": ROOT_TAG, "MEDIA_TAG": MEDIA_TAG})
+    tags = {"ROOT_TAG": ROOT_TAG, "MEDIA_TAG": MEDIA_TAG, "MEDIA_ACL_TAG": MEDIA_ACL_TAG}
+    install_workload(tree, WORKLOAD, tags)
     return tree
 
 
@@ -215,18 +235,20 @@ def test_boot_from_passthrough_share(passthrough_run) -> None:
 
 def test_installation_media_is_read_only(passthrough_run, media) -> None:
     run, _, _ = passthrough_run
-    _, directory = media
+    _, directory, acl_directory = media
     results = run.guest.results
-    assert (
-        results["media_list"] == "vfsframe-media-data_1.0_all.deb|vfsframe-media-tool_1.0_all.deb"
-    )
-    assert results["media_tool"] == "media tool installed from a read-only share"
-    assert results["media_data"] == "media data"
-    # Every kind of change came back EROFS from the server (the guest mounted it read-write).
-    assert results["media_write_errnos"] == "|".join(f"{op} EROFS" for op in MEDIA_WRITES)
-    assert sorted(p.name for p in directory.iterdir()) == [
-        "vfsframe-media-data_1.0_all.deb", "vfsframe-media-tool_1.0_all.deb"
-    ]  # fmt: skip
+    debs = ["vfsframe-media-data_1.0_all.deb", "vfsframe-media-tool_1.0_all.deb"]
+    # Both kinds of read-only media: the backend's readonly, and an acl's in front of a
+    # writable backend. The guest installed from each, and every kind of change came back
+    # EROFS from the server (the guest mounted them read-write).
+    for name in ("media", "media_acl"):
+        assert results[f"{name}_list"] == "|".join(debs)
+        assert results[f"{name}_tool"] == "media tool installed from a read-only share"
+        assert results[f"{name}_data"] == "media data"
+        errnos = "|".join(f"{op} EROFS" for op in MEDIA_WRITES)
+        assert results[f"{name}_write_errnos"] == errnos, name
+    for host_directory in (directory, acl_directory):
+        assert sorted(p.name for p in host_directory.iterdir()) == debs
 
 
 def test_same_results_as_reference_virtiofsd(passthrough_run, reference_run, capsys) -> None:

@@ -9,7 +9,7 @@
 # /vfsframe/ next to this script.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 W=/vfsframe
-. $W/env  # ROOT_TAG, MEDIA_TAG (empty: no media share): written by the harness per boot
+. $W/env  # ROOT_TAG, MEDIA_TAG, MEDIA_ACL_TAG (empty: no such share): from the harness
 mount -t proc proc /proc
 read -r uptime _ < /proc/uptime
 echo "ROOTFS-INIT uptime=$uptime"
@@ -82,24 +82,27 @@ check tar_same 'diff -r /usr/share/perl5 /root/tree/share/perl5 &&
 result tar_files "$(find /root/tree -type f | wc -l) $(tar -tf /root/tree.tar | wc -l)"
 check tar_remove 'rm -rf /root/tree /root/tree.tar && [ ! -e /root/tree ]'
 
-# -- installation media: a second, read-only share -------------------------------------------
-if [ -n "$MEDIA_TAG" ]; then
-    mkdir -p /media
+# -- installation media: read-only shares ----------------------------------------------------
+media() {  # media NAME TAG: mount the share at /NAME, install from it, try to change it
+    n=$1; d=/$1
+    mkdir -p $d
     # Mounted read-write on purpose: the refusal must come from the server, not this kernel.
-    check media_mount 'mount -t virtiofs $MEDIA_TAG /media'
-    result media_list "$(ls /media)"
-    check media_install 'dpkg -i /media/*.deb'
-    result media_tool "$(vfsframe-media-tool 2>&1)"
-    before=$(ls -lR /media)
-    errnos=$(python3 $W/media_writes.py /media 2>&1)
-    result media_write_errnos "$errnos"
-    check media_writes_erofs '[ -n "$errnos" ] && [ -z "$(echo "$errnos" | grep -v " EROFS$")" ]'
-    check media_unchanged '[ "$(ls -lR /media)" = "$before" ]'
-    result media_data "$(vfsframe-media-data 2>&1)"
-    check media_purge 'dpkg -P vfsframe-media-data vfsframe-media-tool &&
+    check ${n}_mount "mount -t virtiofs $2 $d"
+    result ${n}_list "$(ls $d)"
+    check ${n}_install 'dpkg -i $d/*.deb'
+    result ${n}_tool "$(vfsframe-media-tool 2>&1)"
+    result ${n}_data "$(vfsframe-media-data 2>&1)"
+    before=$(ls -lR $d)
+    errnos=$(python3 $W/media_writes.py $d 2>&1)
+    result ${n}_write_errnos "$errnos"
+    check ${n}_writes_erofs '[ -n "$errnos" ] && [ -z "$(echo "$errnos" | grep -v " EROFS$")" ]'
+    check ${n}_unchanged '[ "$(ls -lR $d)" = "$before" ]'
+    check ${n}_purge 'dpkg -P vfsframe-media-data vfsframe-media-tool &&
         [ ! -e /usr/bin/vfsframe-media-tool ]'
-    check media_umount 'umount /media'
-fi
+    check ${n}_umount "umount $d"
+}
+[ -n "$MEDIA_TAG" ] && media media "$MEDIA_TAG"          # passthrough, readonly = true
+[ -n "$MEDIA_ACL_TAG" ] && media media_acl "$MEDIA_ACL_TAG"  # acl middleware, readonly = true
 
 # A trace on the root the host looks for afterwards (in the tree, or not in an overlay's lower).
 check leave_trace 'echo booted > /root/guest-was-here'

@@ -18,6 +18,8 @@ attempts = {
     "unlink": lambda: os.unlink(existing),
     "mkdir": lambda: os.mkdir(os.path.join(media, "dir")),
     "symlink": lambda: os.symlink("x", os.path.join(media, "link")),
+    "link": lambda: os.link(existing, os.path.join(media, "hard")),
+    "setxattr": lambda: os.setxattr(existing, "user.test", b"1"),
 }
 for name, attempt in attempts.items():
     try:
