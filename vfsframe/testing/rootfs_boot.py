@@ -26,9 +26,10 @@ FIRST_MARKER = r"^ROOTFS-INIT"
 
 def kernel_args(root_tag: str) -> str:
     # panic=-1 + QEMU -no-reboot: if init dies the VM exits at once instead of hanging.
+    # no_timer_check: on a busy host a TCG guest can miss the IO-APIC timer check and panic.
     return (
         f"console=ttyS0 rootfstype=virtiofs root={root_tag} rw init={INIT} "
-        "quiet loglevel=1 panic=-1 oops=panic"
+        "quiet loglevel=1 panic=-1 oops=panic no_timer_check"
     )
 
 
