@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
 
-from servers import SERVE, ReferenceVirtiofsd, Server
+from servers import ReferenceVirtiofsd, Server, VfsframePassthrough
 
 from bench.common import drop_caches
 from vfsframe.testing.guestvm import Share, fetch_kernel, run_guest
@@ -48,26 +48,6 @@ result unlink "$(elapsed $t0 $t1)"
 rm -f /mnt/a/seq
 check umount "umount /mnt/a"
 """
-
-
-class VfsframePassthrough(Server):
-    name = "vfsframe-passthrough"
-
-    def __init__(self, workdir: Path, request_queues: int) -> None:
-        super().__init__(workdir, "data")
-        self.request_queues = request_queues
-        self.source = Path(tempfile.mkdtemp(prefix="pt-share-", dir=workdir))
-        self.source.chmod(0o755)
-        config = workdir / f"{self.name}.toml"
-        config.write_text(
-            f'[[share]]\ntag = "data"\nsocket = "{self.socket}"\n'
-            f'request_queues = {request_queues}\ncache = "auto"\n'
-            f'[share.backend]\ntype = "passthrough"\nroot = "{self.source}"\n'
-        )
-        self.config = config
-
-    def command(self) -> list[str]:
-        return [*SERVE, "--log-level", "warning", "serve", str(self.config)]
 
 
 def run_once(server: Server, workdir: Path, kernel: Path, mib: int, files: int) -> dict[str, float]:
@@ -116,8 +96,8 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="guest-bench-", dir=args.dir))
     targets = {
         "virtiofsd (C)": lambda d: ReferenceVirtiofsd(d),
-        "vfsframe 1 queue": lambda d: VfsframePassthrough(d, 1),
-        "vfsframe 2 queues": lambda d: VfsframePassthrough(d, 2),
+        "vfsframe 1 queue": lambda d: VfsframePassthrough(d, request_queues=1),
+        "vfsframe 2 queues": lambda d: VfsframePassthrough(d, request_queues=2),
     }
     print(f"guest: {args.mib} MiB dd in 1 MiB blocks, {args.files} files; median of {args.repeat}")
     medians: dict[str, dict[str, float]] = {}

@@ -20,22 +20,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
 
-from bench.guest_virtio import UNITS, VfsframeServe, run_once
+from servers import VfsframePassthrough
+
+from bench.guest_virtio import UNITS, run_once
 from vfsframe.testing.guestvm import fetch_kernel
 
 MODES = {
     "off": ("--sandbox", "none", "--seccomp", "none"),
     "on": ("--sandbox", "namespace", "--seccomp", "kill"),
 }
-
-
-class SandboxServe(VfsframeServe):
-    def __init__(self, workdir: Path, request_queues: int, sandbox_args: tuple[str, ...]) -> None:
-        super().__init__(workdir, request_queues)
-        self.sandbox_args = sandbox_args
-
-    def command(self) -> list[str]:
-        return [*super().command(), *self.sandbox_args]
 
 
 def main() -> int:
@@ -67,7 +60,7 @@ def main() -> int:
             for mode in order:
                 workdir = base / f"r{round_}-{mode}"
                 workdir.mkdir()
-                server = SandboxServe(workdir, args.queues, MODES[mode])
+                server = VfsframePassthrough(workdir, request_queues=args.queues, args=MODES[mode])
                 this[mode] = run_once(server, workdir, kernel, args.mib, args.files, args.cpus)
                 for key, value in this[mode].items():
                     samples[mode].setdefault(key, []).append(value)

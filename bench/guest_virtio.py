@@ -31,10 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
 
-from servers import SERVE, ReferenceVirtiofsd, Server
+from servers import ReferenceVirtiofsd, Server, VfsframePassthrough
 
 from bench.common import drop_caches
-from bench.guest_passthrough import VfsframePassthrough
 from vfsframe.testing.guestvm import Share, fetch_kernel, run_guest
 
 # Phases run in lock step: every worker of a phase starts together and the phase ends when the
@@ -95,14 +94,6 @@ UNITS = {
 }
 
 
-class VfsframeServe(VfsframePassthrough):
-    """guest_passthrough's passthrough share, logged at info so the per-queue request counts
-    (logged at disconnect) show whether the guest really spread over the queues."""
-
-    def command(self) -> list[str]:
-        return [*SERVE, "--log-level", "info", "serve", str(self.config)]
-
-
 def queue_counts(server: Server) -> str:
     served = re.findall(r"requests served: ([^)]*)\)", server.log())
     return served[-1] if served else ""
@@ -157,8 +148,8 @@ def main() -> int:
     kernel = fetch_kernel()
     targets: dict[str, Callable[[Path], Server]] = {
         "virtiofsd (C)": ReferenceVirtiofsd,
-        "vfsframe 1q": lambda d: VfsframeServe(d, 1),
-        "vfsframe 4q": lambda d: VfsframeServe(d, 4),
+        "vfsframe 1q": lambda d: VfsframePassthrough(d, request_queues=1),
+        "vfsframe 4q": lambda d: VfsframePassthrough(d, request_queues=4),
     }
     names = list(targets)
     ref = names[0]

@@ -10,8 +10,8 @@ the same kind of directory, in the same run:
 for small metadata requests (GETATTR of the root and LOOKUP of an existing file, alternating),
 the part of the guest benchmarks' metadata workloads that is the engine's own overhead. A TCG
 guest makes those benchmarks noisy (the guest's vCPUs compete with the server for the same
-cores); this one isolates the server. Use it to profile (`--profile` wraps the vfsframe
-server in cProfile and prints the top functions).
+cores); this one isolates the server. To see where the time goes, run py-spy on the server
+while it runs (`py-spy record --gil -p PID`: the worker threads, not just the main one).
 
 Run as root:  .venv/bin/python bench/virtio_request_cost.py [--requests 20000] [--inflight 1 4]
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
 
-from servers import SERVE, ReferenceVirtiofsd, Server
+from servers import ReferenceVirtiofsd, Server, VfsframePassthrough
 
 from vfsframe.fuse import abi
 from vfsframe.testing.virtio_driver import TestFrontEnd
@@ -41,29 +41,13 @@ REPLY_ROOM = 4096
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class VfsframeServe(Server):
-    name = "vfsframe"
-
-    def __init__(self, workdir: Path, source: Path, profile: Path | None) -> None:
-        super().__init__(workdir, "data")
-        self.profile = profile
-        self.config = workdir / "vfsframe.toml"
-        self.config.write_text(
-            f'[[share]]\ntag = "data"\nsocket = "{self.socket}"\ncache = "auto"\n'
-            f'[share.backend]\ntype = "passthrough"\nroot = "{source}"\n'
-        )
-
-    def command(self) -> list[str]:
-        cli = [*SERVE, "--log-level", "warning", "serve", str(self.config)]
-        if self.profile is None:
-            return cli
-        code = cli[2].replace("sys.exit(main())", "main()")
-        return [sys.executable, "-m", "cProfile", "-o", str(self.profile), "-c", code, *cli[3:]]
-
-
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (a sandboxed `vfsframe serve` serves
+    from a child of its supervisor)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14, 15)
+    own = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14, 15)
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 class Driver:
@@ -139,12 +123,15 @@ def measure(server: Server, requests: int, inflight: int) -> tuple[float, float]
         fe.close()
 
 
+def medians(samples: list[tuple[float, float]]) -> list[float]:
+    return [statistics.median(column) for column in zip(*samples, strict=True)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--inflight", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--profile", type=Path, help="cProfile output of the vfsframe server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-vrc-") as tmp:
         work = Path(tmp)
@@ -154,13 +141,11 @@ def main() -> int:
             for inflight in args.inflight:
                 for make in (
                     lambda run: ReferenceVirtiofsd(run),
-                    lambda run: VfsframeServe(run, run / "vf-src", args.profile),
+                    lambda run: VfsframePassthrough(run, request_queues=1, log_level="warning"),
                 ):
                     run = Path(tempfile.mkdtemp(prefix=f"r{round_}-k{inflight}-", dir=work))
                     server = make(run)
-                    source = getattr(server, "source", run / "vf-src")
-                    source.mkdir(exist_ok=True)
-                    (source / "file").write_text("x")
+                    (server.source / "file").write_text("x")
                     server.start()
                     try:
                         result = measure(server, args.requests, inflight)
@@ -168,23 +153,19 @@ def main() -> int:
                         server.stop()
                     rows.setdefault((server.name, inflight), []).append(result)
                     print(
-                        f"  {server.name:10} inflight {inflight}: {result[0]:8,.0f} req/s, "
+                        f"  {server.name:20} inflight {inflight}: {result[0]:8,.0f} req/s, "
                         f"{result[1]:6.1f} µs CPU/request",
                         flush=True,
                     )
         print(f"\nmedians of {args.repeat} ({args.requests} requests each):")
         for inflight in args.inflight:
-            ours = [statistics.median(x) for x in zip(*rows[("vfsframe", inflight)], strict=True)]
-            ref = [statistics.median(x) for x in zip(*rows[("virtiofsd", inflight)], strict=True)]
+            ours = medians(rows[(VfsframePassthrough.name, inflight)])
+            ref = medians(rows[(ReferenceVirtiofsd.name, inflight)])
             print(
                 f"  inflight {inflight}: vfsframe {ours[0]:,.0f} req/s {ours[1]:.1f} µs CPU, "
                 f"virtiofsd {ref[0]:,.0f} req/s {ref[1]:.1f} µs CPU; "
                 f"throughput ratio {ours[0] / ref[0]:.2f}, CPU ratio {ours[1] / ref[1]:.2f}"
             )
-    if args.profile:
-        import pstats
-
-        pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(25)
     return 0
 
 

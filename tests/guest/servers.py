@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from vfsframe.testing.guestvm import GuestResult, Share, run_guest
@@ -137,6 +138,40 @@ class VfsframeMemory(Server):
         if self.cli_socket:
             cmd += ["--share", self.tag, "--socket-path", str(self.socket)]
         return cmd
+
+
+class VfsframePassthrough(Server):
+    """`vfsframe serve [ARGS]` with the passthrough backend over a fresh directory, the kind
+    of share the reference serves."""
+
+    name = "vfsframe-passthrough"
+
+    def __init__(
+        self,
+        workdir: Path,
+        tag: str = "data",
+        request_queues: int = 2,
+        args: Sequence[str] = (),
+        owner: int | None = None,
+        log_level: str = "info",
+    ) -> None:
+        super().__init__(workdir, tag)
+        self.request_queues = request_queues
+        self.args = tuple(args)
+        self.log_level = log_level
+        self.source = Path(tempfile.mkdtemp(prefix="pt-share-", dir=workdir))
+        self.source.chmod(0o755)  # mkdtemp makes it 0700; a fresh share's root is 0755
+        if owner is not None:  # a rootless server's share belongs to its mapped uid
+            os.chown(self.source, owner, owner)
+        self.config = workdir / f"{self.name}.toml"
+        self.config.write_text(
+            f'[[share]]\ntag = "{tag}"\nsocket = "{self.socket}"\n'
+            f'request_queues = {request_queues}\ncache = "auto"\n'
+            f'[share.backend]\ntype = "passthrough"\nroot = "{self.source}"\n'
+        )
+
+    def command(self) -> list[str]:
+        return [*SERVE, "--log-level", self.log_level, "serve", str(self.config), *self.args]
 
 
 class ReferenceVirtiofsd(Server):

@@ -4,36 +4,14 @@ identical results."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from .servers import SERVE, ReferenceVirtiofsd, Server, assert_same_results, boot_workload
+from .servers import ReferenceVirtiofsd, VfsframePassthrough, assert_same_results, boot_workload
 
 pytestmark = pytest.mark.guest
-
-
-class VfsframePassthrough(Server):
-    """`vfsframe serve` with the passthrough backend over a fresh empty directory."""
-
-    name = "vfsframe-passthrough"
-
-    def __init__(self, workdir: Path, tag: str = "data", request_queues: int = 2) -> None:
-        super().__init__(workdir, tag)
-        self.request_queues = request_queues
-        self.source = Path(tempfile.mkdtemp(prefix="pt-share-", dir=workdir))
-        self.source.chmod(0o755)  # as the reference's share root
-        self.config = workdir / f"{self.name}.toml"
-        self.config.write_text(
-            f'[[share]]\ntag = "{tag}"\nsocket = "{self.socket}"\n'
-            f'request_queues = {request_queues}\ncache = "auto"\n'
-            f'[share.backend]\ntype = "passthrough"\nroot = "{self.source}"\n'
-        )
-
-    def command(self) -> list[str]:
-        return [*SERVE, "serve", str(self.config)]
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
-from tests.guest.servers import SERVE, Server
+from tests.guest.servers import VfsframePassthrough
 
 
-class SandboxedPassthrough(Server):
+class SandboxedPassthrough(VfsframePassthrough):
     """`vfsframe serve --sandbox MODE --seccomp MODE [extra args]` over a fresh directory."""
 
     name = "vfsframe-sandboxed"
@@ -25,25 +24,9 @@ class SandboxedPassthrough(Server):
         request_queues: int = 2,
         owner: int | None = None,
     ) -> None:
-        super().__init__(workdir, tag)
-        self.sandbox, self.seccomp, self.extra = sandbox, seccomp, extra
-        self.request_queues = request_queues
-        self.source = Path(tempfile.mkdtemp(prefix="share-", dir=workdir))
-        self.source.chmod(0o755)
-        if owner is not None:  # a rootless server's share belongs to its mapped uid
-            os.chown(self.source, owner, owner)
-        self.config = workdir / f"{self.name}.toml"
-        self.config.write_text(
-            f'[[share]]\ntag = "{tag}"\nsocket = "{self.socket}"\n'
-            f'request_queues = {request_queues}\ncache = "auto"\n'
-            f'[share.backend]\ntype = "passthrough"\nroot = "{self.source}"\n'
-        )
-
-    def command(self) -> list[str]:
-        return [
-            *SERVE, "serve", str(self.config), "--sandbox", self.sandbox,
-            "--seccomp", self.seccomp, *self.extra,
-        ]  # fmt: skip
+        args = ("--sandbox", sandbox, "--seccomp", seccomp, *extra)
+        super().__init__(workdir, tag, request_queues, args, owner)
+        self.sandbox, self.seccomp = sandbox, seccomp
 
     def serving_pid(self) -> int:
         """The process that serves: the supervisor's child in namespace mode."""
