@@ -9,9 +9,11 @@ server must see it; data written after the last fsync may be lost, but nothing m
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import re
 import struct
 import time
@@ -324,3 +326,55 @@ def test_a_new_guest_sees_what_was_fsynced(outcome: Outcome, tag: str) -> None:
     assert reader.checks.get(f"{tag}.journal") == "ok", reader.serial[-3000:]
     seen = dict(re.findall(r"(\w+)=(\d+)", reader.results[f"{tag}.journal"]))
     assert int(seen["records"]) >= outcome.synced[tag], (seen, outcome.synced[tag])
+
+
+LOCK_WAITER = """
+mkdir -p /mnt/x && mount -t virtiofs x /mnt/x && cp /mnt/x/.tools/guesttool /tmp/gt
+/tmp/gt lock /mnt/x/lockfile W 0 &
+sleep 2
+echo WAITING
+sleep 3600
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="virtio device reset joins a queue thread blocked in SETLKW, which nothing "
+    "interrupts: the socket never takes another guest and SIGTERM does not stop serve",
+)
+def test_a_guest_killed_while_waiting_for_a_lock_frees_its_socket(
+    kernel: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The host holds a lock for good; a guest process blocks in F_SETLKW on it; QEMU is
+    SIGKILLed. The server must drop that guest (its wait interrupted) and take the next."""
+    workdir = tmp_path_factory.mktemp("lockwaiter")
+    root = workdir / "dir"
+    (root / ".tools").mkdir(parents=True)
+    root.chmod(0o755)
+    build_guesttool(root / ".tools" / "guesttool")
+    (root / "lockfile").write_text("")
+    sock = workdir / "x.sock"
+    config = workdir / "x.toml"
+    config.write_text(
+        f'[[share]]\ntag = "x"\nsocket = "{sock}"\ncache = "none"\n'
+        f'[share.backend]\ntype = "passthrough"\nroot = "{root}"\n'
+    )
+    server = ServerProcess("vfsframe", [*SERVE, "serve", str(config)], [sock],
+                           workdir / "serve.log")  # fmt: skip
+    holder = os.open(root / "lockfile", os.O_RDWR)
+    fcntl.lockf(holder, fcntl.LOCK_EX)
+    server.start()
+    try:
+        with booted(LOCK_WAITER, [Share("x", sock)], workdir / "vm", memory_mb=256,
+                    kernel=kernel, kernel_args=KERNEL_ARGS) as vm:  # type: ignore[arg-type]  # fmt: skip
+            assert vm.wait_for("^WAITING", WAIT), vm.serial()[-2000:]
+            time.sleep(1.0)
+            vm.kill()
+        deadline = time.monotonic() + 30
+        while "disconnected; device reset" not in server.log():
+            assert time.monotonic() < deadline, f"the dead guest was never dropped:\n{server.log()}"
+            time.sleep(0.2)
+    finally:
+        server.stop()
+        os.close(holder)
