@@ -25,7 +25,7 @@ import pytest
 from tests.guest.servers import SERVE
 from vfsframe.testing.guestvm import GuestResult, GuestVM, Share, booted, fetch_kernel
 
-from .two_guests import KERNEL_ARGS, ServerProcess, build_guesttool
+from .two_guests import ServerProcess, build_guesttool
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -223,14 +223,7 @@ def outcome(kernel: Path, s3_endpoint: str, tmp_path_factory: pytest.TempPathFac
     server.start()
     try:
         script = WRITER.format(tags=" ".join(TAGS), sync_every=SYNC_EVERY)
-        with booted(
-            script,
-            shares,
-            workdir / "writer",
-            memory_mb=256,
-            kernel=kernel,
-            kernel_args=KERNEL_ARGS,  # type: ignore[arg-type]
-        ) as vm:
+        with booted(script, shares, workdir / "writer", memory_mb=256, kernel=kernel) as vm:  # type: ignore[arg-type]
             _wait_until_synced(vm)
             time.sleep(1.0)  # writes after the last fsync are in flight now
             vm.kill()  # SIGKILL: no shutdown, no unmount, no last flush
@@ -251,7 +244,6 @@ def outcome(kernel: Path, s3_endpoint: str, tmp_path_factory: pytest.TempPathFac
             workdir / "reader",
             memory_mb=256,
             kernel=kernel,
-            kernel_args=KERNEL_ARGS,
         )
         vm.start()
         try:
@@ -366,8 +358,9 @@ def test_a_guest_killed_while_waiting_for_a_lock_frees_its_socket(
     fcntl.lockf(holder, fcntl.LOCK_EX)
     server.start()
     try:
-        with booted(LOCK_WAITER, [Share("x", sock)], workdir / "vm", memory_mb=256,
-                    kernel=kernel, kernel_args=KERNEL_ARGS) as vm:  # type: ignore[arg-type]  # fmt: skip
+        with booted(
+            LOCK_WAITER, [Share("x", sock)], workdir / "vm", memory_mb=256, kernel=kernel
+        ) as vm:  # type: ignore[arg-type]
             assert vm.wait_for("^WAITING", WAIT), vm.serial()[-2000:]
             time.sleep(1.0)
             vm.kill()

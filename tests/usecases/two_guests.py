@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.guest.servers import SERVE, VIRTIOFSD, wait_for_socket
-from vfsframe.testing.guestvm import DEFAULT_KERNEL_ARGS, GuestResult, GuestVM, Share
+from vfsframe.testing.guestvm import GuestResult, GuestVM, Share
 
 HERE = Path(__file__).parent
 SCRIPT = (HERE / "two_guests.sh").read_text()
@@ -33,9 +33,6 @@ RUN_TIMEOUT = 1500.0
 # From two_guests.sh: what the checks below compare against.
 ROUNDS, APPENDS, FILES = 6, 200, 25
 LOCK_HOLD_MS = 3000
-# A TCG guest booting while the host is busy can fail the kernel's IO-APIC timer check and
-# panic ("IO-APIC + timer doesn't work!"); skip the check, as cloud images do for VMs.
-KERNEL_ARGS = DEFAULT_KERNEL_ARGS + " no_timer_check"
 
 
 @dataclass(frozen=True)
@@ -245,8 +242,7 @@ def run_two_guests(
     with _running(servers) as statuses:
         vms = {
             g: GuestVM(guest_script(g, kinds), [Share(k.tag, sockets[g][k.tag]) for k in kinds],
-                       workdir / f"vm-{g}", memory_mb=memory_mb, cpus=1, kernel=kernel,
-                       kernel_args=KERNEL_ARGS)
+                       workdir / f"vm-{g}", memory_mb=memory_mb, cpus=1, kernel=kernel)
             for g in ("A", "B")
         }  # fmt: skip
         try:
