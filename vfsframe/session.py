@@ -67,6 +67,11 @@ class SessionOptions:
     max_write: int = 1 << 20
     max_readahead: int = 1 << 20
     max_background: int = 64
+    # Blocking lock waits (SETLKW) in progress at once; more get ENOLCK. Each holds a
+    # transport thread, and a transport has a bounded number (64 per virtio queue, 64 for
+    # /dev/fuse): with every thread waiting, the unlock that would release them could never
+    # be served. Half the threads stay free for it.
+    max_lock_waits: int = 32
     # Name of the share in log lines.
     name: str = "share"
 
@@ -161,6 +166,8 @@ class FuseSession:
         event = threading.Event()
         call.ctx.interrupt = event
         with self._inflight_lock:
+            if len(self._inflight) >= self.options.max_lock_waits:
+                raise OSError(errno.ENOLCK, "too many blocking lock waits at once")
             self._inflight[call.unique] = event
             if call.unique in self._early_interrupts:  # the INTERRUPT overtook its request
                 event.set()
@@ -178,6 +185,18 @@ class FuseSession:
                 event.set()
             else:
                 self._early_interrupts.append(unique)
+
+    @property
+    def blocked_waits(self) -> int:
+        """Requests in an interruptible wait right now."""
+        return len(self._inflight)
+
+    def abort_waits(self) -> None:
+        """The connection is going away: end every blocking wait (its reply goes nowhere),
+        so the threads serving them can be stopped."""
+        with self._inflight_lock:
+            for event in self._inflight.values():
+                event.set()
 
     def reset(self) -> None:
         """Back to the state before INIT; release what the old connection held."""

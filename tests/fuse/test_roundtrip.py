@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -1216,6 +1217,27 @@ def test_interrupt_ends_a_blocked_setlkw(kernel: FakeKernel) -> None:
     kernel.interrupt(3000)
     reply = _blocked_setlkw(kernel, nodeid, other, unique=3000).result(timeout=10)
     assert reply.error == -errno.EINTR
+    assert kernel.getlk(nodeid, other, 0xB, 0, 9, fcntl.F_WRLCK)["type"] == fcntl.F_WRLCK
+
+
+def test_too_many_blocked_setlkw_get_enolck_and_abort_ends_them() -> None:
+    # Each blocked SETLKW holds a transport thread: past the limit a wait is refused rather
+    # than risk every thread waiting for an unlock no thread is left to serve.
+    kernel = FakeKernel(memory_session(SessionOptions(max_lock_waits=2)))
+    kernel.init()
+    entry, opened = kernel.create(ROOT, "f")
+    nodeid, fh = entry["nodeid"], opened["fh"]
+    kernel.setlk(nodeid, fh, 0xA, 0, 9, fcntl.F_WRLCK)
+    other = kernel.open(nodeid)["fh"]
+    waiting = [_blocked_setlkw(kernel, nodeid, other, unique=u) for u in (4000, 4001)]
+    deadline = time.monotonic() + 10
+    while kernel.session.blocked_waits < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    refused = _blocked_setlkw(kernel, nodeid, other, unique=4002).result(timeout=10)
+    assert refused.error == -errno.ENOLCK
+    # The connection goes away: both waits end, and the lock is still A's.
+    kernel.session.abort_waits()
+    assert [f.result(timeout=10).error for f in waiting] == [-errno.EINTR] * 2
     assert kernel.getlk(nodeid, other, 0xB, 0, 9, fcntl.F_WRLCK)["type"] == fcntl.F_WRLCK
 
 

@@ -329,12 +329,6 @@ sleep 3600
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="virtio device reset joins a queue thread blocked in SETLKW, which nothing "
-    "interrupts: the socket never takes another guest and SIGTERM does not stop serve",
-)
 def test_a_guest_killed_while_waiting_for_a_lock_frees_its_socket(
     kernel: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

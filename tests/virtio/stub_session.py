@@ -50,5 +50,8 @@ class StubSession:
             done += n
         return done
 
+    def abort_waits(self) -> None:
+        self.release_slow.set()
+
     def reset(self) -> None:
         self.resets += 1

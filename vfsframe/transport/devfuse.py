@@ -257,6 +257,7 @@ class DevFuseMount:
             if self._readahead_pending and self.session.initialized:
                 self._readahead_pending = False
                 self._raise_readahead()
+        self.session.abort_waits()  # workers blocked in SETLKW: nobody waits for them now
         self._unmounted.set()
 
     def _write_reply(self, reply: memoryview) -> None:

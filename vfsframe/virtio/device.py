@@ -147,6 +147,10 @@ class VhostUserFsDevice:
 
     def reset(self) -> None:
         """Forget the front-end: stop every queue, unmap memory, reset the FUSE session."""
+        try:
+            self.handler.abort_waits()  # a thread blocked in SETLKW would hold up the stop
+        except Exception:
+            log.exception("%s: aborting waiting requests failed", self.name)
         for index in list(self.services):
             self._stop_queue(index)
         if self.stall_watch is not None:

@@ -34,6 +34,10 @@ class FuseHandler(Protocol):
 
     def handle(self, request: Sequence[memoryview], reply: Sequence[memoryview]) -> int: ...
 
+    def abort_waits(self) -> None:
+        """End every request blocked in a wait (a lock): the front-end is gone."""
+        ...
+
     def reset(self) -> None: ...
 
 
