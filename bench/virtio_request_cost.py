@@ -7,13 +7,16 @@ the same kind of directory, in the same run:
 - requests per second, and
 - the server's CPU time per request (user + system, from /proc/PID/stat),
 
-for small metadata requests (GETATTR of the root and LOOKUP of an existing file, alternating),
-the part of the guest benchmarks' metadata workloads that is the engine's own overhead. A TCG
+for small metadata requests (`meta`: GETATTR of the root and LOOKUP of an existing file,
+alternating: the engine's own overhead in the guest benchmarks' metadata workloads) and for
+1 MiB WRITEs given as 256 page descriptors in an indirect table (`write`), as a guest's page
+cache sends them. A TCG
 guest makes those benchmarks noisy (the guest's vCPUs compete with the server for the same
 cores); this one isolates the server. To see where the time goes, run py-spy on the server
 while it runs (`py-spy record --gil -p PID`: the worker threads, not just the main one).
 
-Run as root:  .venv/bin/python bench/virtio_request_cost.py [--requests 20000] [--inflight 1 4]
+Run as root:  .venv/bin/python bench/virtio_request_cost.py [--workload meta write]
+                 [--requests 20000] [--inflight 1 4] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,6 +42,11 @@ from vfsframe.testing.virtio_driver import TestFrontEnd
 IN_HEADER = struct.Struct("<IIQQIIII")  # len, opcode, unique, nodeid, uid, gid, pid, padding
 OUT_HEADER = struct.Struct("<IiQ")
 REPLY_ROOM = 4096
+PAGE = 4096
+PAGES = 256  # a 1 MiB WRITE, one descriptor per page
+MiB = 1 << 20
+WRITE_SPAN = 64 * MiB
+QUEUE_SIZE = 1024  # a chain may not be longer than the queue (virtio 2.7.5.3.1)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -51,31 +60,54 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Driver:
-    """K request slots on request queue 1, each with its own request and reply buffers."""
+    """K request slots on request queue 1, each with its own request, reply and indirect
+    table space; WRITE payloads come from one shared 1 MiB buffer of 4 KiB pages, given as one
+    descriptor per page as a guest's page cache gives them."""
 
     def __init__(self, fe: TestFrontEnd, inflight: int) -> None:
         self.fe = fe
         self.unique = 0
-        self.slots = [(fe.alloc(256), fe.alloc(REPLY_ROOM)) for _ in range(inflight)]
+        self.slots = [
+            (fe.alloc(256), fe.alloc(REPLY_ROOM), fe.alloc(16 * (PAGES + 2)))
+            for _ in range(inflight)
+        ]
+        # Page-aligned, as a guest's pages are (none straddles the test RAM's two regions),
+        # and every other page: the engine joins neighbouring pages into one buffer, and a
+        # guest's page cache gives neighbours only some of the time.
+        base = (fe.alloc(PAGE * (2 * PAGES + 1)) + PAGE - 1) & ~(PAGE - 1)
+        self.pages = [(base + 2 * i * PAGE, PAGE) for i in range(PAGES)]
+        self.write_pages = PAGES  # lowered to the server's max_write after INIT
         self.by_head: dict[int, int] = {}
 
-    def submit(self, slot: int, opcode: int, nodeid: int, body: bytes) -> None:
+    def submit(
+        self, slot: int, opcode: int, nodeid: int, body: bytes, payload: bool = False
+    ) -> None:
         self.unique += 1
-        req = IN_HEADER.pack(IN_HEADER.size + len(body), opcode, self.unique, nodeid, 0, 0, 1, 0)
-        rd, wr = self.slots[slot]
-        self.fe.alloc(len(req), req + body, at=rd)
-        head = self.fe.add_chain(1, [(rd, len(req) + len(body))], [(wr, REPLY_ROOM)])
+        pages = self.pages[: self.write_pages] if payload else []
+        data = PAGE * len(pages)
+        size = IN_HEADER.size + len(body)
+        req = IN_HEADER.pack(size + data, opcode, self.unique, nodeid, 0, 0, 1, 0) + body
+        rd, wr, table = self.slots[slot]
+        self.fe.alloc(size, req, at=rd)
+        readable = [(rd, size), *pages]
+        head = self.fe.add_chain(1, readable, [(wr, REPLY_ROOM)], indirect=payload, table=table)
         self.by_head[head] = slot
+
+    def reply(self, slot: int, size: int) -> bytes:
+        return self.fe.read(self.slots[slot][1] + OUT_HEADER.size, size)
 
     def complete(self) -> list[int]:
         """Wait for at least one completion; the slots that completed."""
         fe = self.fe
         q = fe.queues[1]
+        deadline = time.monotonic() + 30
         while fe.used_idx(1) == q.last_used:
             fe.set_used_event(1, q.last_used)  # event-idx: interrupt me on the next one
             if fe.used_idx(1) != q.last_used:
                 break
-            fe.wait_call(1, timeout=10)
+            if time.monotonic() > deadline:
+                raise TimeoutError("no completion in 30 s")
+            fe.wait_call(1, timeout=1)
         count = (fe.used_idx(1) - q.last_used) & 0xFFFF
         done = []
         for head, _length in fe.wait_used(1, count):
@@ -86,39 +118,74 @@ class Driver:
             done.append(slot)
         return done
 
+    def call(self, opcode: int, nodeid: int, body: bytes, reply_size: int) -> bytes:
+        self.submit(0, opcode, nodeid, body)
+        self.complete()
+        return self.reply(0, reply_size)
 
-def measure(server: Server, requests: int, inflight: int) -> tuple[float, float]:
-    """(requests/s, server CPU µs per request) for `requests` alternating GETATTR/LOOKUP."""
-    fe = TestFrontEnd(socket_path=server.socket, queue_size=256)
+
+# A workload starts on a driver and gives the function sending request n on a slot, and how
+# many of its units (requests, MiB) one request is.
+Sender = Callable[[int, int], None]
+
+
+def metadata_requests(driver: Driver) -> tuple[Sender, float]:
+    """GETATTR of the root and LOOKUP of an existing file, alternating."""
+    getattr_body = abi.GETATTR_IN.pack(0, 0, 0)
+
+    def send(slot: int, sent: int) -> None:
+        if sent % 2:
+            driver.submit(slot, abi.Opcode.LOOKUP, abi.ROOT_ID, b"file\0")
+        else:
+            driver.submit(slot, abi.Opcode.GETATTR, abi.ROOT_ID, getattr_body)
+
+    return send, 1.0
+
+
+def write_requests(driver: Driver) -> tuple[Sender, float]:
+    """WRITEs of 1 MiB (or the server's max_write) to a new file, cycling over its first
+    WRITE_SPAN bytes."""
+    create = abi.CREATE_IN.pack(os.O_RDWR | os.O_CREAT, 0o100644, 0, 0) + b"big\0"
+    reply = driver.call(abi.Opcode.CREATE, abi.ROOT_ID, create, abi.ENTRY_OUT.size + 16)
+    nodeid = abi.ENTRY_OUT.unpack_from(reply)[0]
+    fh = abi.OPEN_OUT.unpack_from(reply, abi.ENTRY_OUT.size)[0]
+    size = PAGE * driver.write_pages
+
+    def send(slot: int, sent: int) -> None:
+        offset = sent * size % WRITE_SPAN
+        body = abi.WRITE_IN.pack(fh, offset, size, 0, 0, os.O_RDWR, 0)
+        driver.submit(slot, abi.Opcode.WRITE, nodeid, body, payload=True)
+
+    return send, size / MiB
+
+
+WORKLOADS = {"meta": (metadata_requests, "request"), "write": (write_requests, "MiB")}
+
+
+def measure(server: Server, workload: str, requests: int, inflight: int) -> tuple[float, float]:
+    """(units/s, server CPU µs per unit) for `requests` requests of the workload."""
+    fe = TestFrontEnd(socket_path=server.socket, queue_size=QUEUE_SIZE)
     try:
         fe.start()
         driver = Driver(fe, inflight)
-        driver.submit(0, abi.Opcode.INIT, 0, abi.INIT_IN.pack(7, 31, 1 << 17, 0))
-        driver.complete()
-        getattr_body = abi.GETATTR_IN.pack(0, 0, 0)
-        lookup_body = b"file\0"
+        flags = abi.InitFlag.BIG_WRITES | abi.InitFlag.MAX_PAGES  # as a Linux guest asks
+        init = abi.INIT_IN.pack(7, 31, 1 << 17, flags)
+        max_write = abi.INIT_OUT.unpack(driver.call(abi.Opcode.INIT, 0, init, abi.INIT_OUT.size))[6]
+        driver.write_pages = min(PAGES, max_write // PAGE)
+        send, units = WORKLOADS[workload][0](driver)
         cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()  # type: ignore[union-attr]
-        sent = 0
-
-        def send(slot: int) -> None:
-            nonlocal sent
-            if sent % 2:
-                driver.submit(slot, abi.Opcode.LOOKUP, abi.ROOT_ID, lookup_body)
-            else:
-                driver.submit(slot, abi.Opcode.GETATTR, abi.ROOT_ID, getattr_body)
-            sent += 1
-
-        for slot in range(inflight):
-            send(slot)
-        done = 0
+        for sent in range(inflight):
+            send(sent, sent)
+        sent, done = inflight, 0
         while done < requests:
             for slot in driver.complete():
                 done += 1
                 if sent < requests:
-                    send(slot)
+                    send(slot, sent)
+                    sent += 1
         elapsed = time.perf_counter() - t0
         cpu = cpu_seconds(server.proc.pid) - cpu0  # type: ignore[union-attr]
-        return requests / elapsed, cpu / requests * 1e6
+        return requests * units / elapsed, cpu / (requests * units) * 1e6
     finally:
         fe.close()
 
@@ -127,45 +194,50 @@ def medians(samples: list[tuple[float, float]]) -> list[float]:
     return [statistics.median(column) for column in zip(*samples, strict=True)]
 
 
+def ratio(ours: float, ref: float) -> str:
+    return f"{ours / ref:.2f}" if ref else "n/a (CPU below the clock tick; use more --requests)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), nargs="+", default=["meta"])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--inflight", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    cases = [(w, k) for w in args.workload for k in args.inflight]
+    rows: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-vrc-") as tmp:
-        work = Path(tmp)
-        rows: dict[tuple[str, int], list[tuple[float, float]]] = {}
         for round_ in range(args.repeat):
-            # The C virtiofsd exits when its front-end goes: one process per measurement.
-            for inflight in args.inflight:
-                for make in (
-                    lambda run: ReferenceVirtiofsd(run),
-                    lambda run: VfsframePassthrough(run, request_queues=1, log_level="warning"),
-                ):
-                    run = Path(tempfile.mkdtemp(prefix=f"r{round_}-k{inflight}-", dir=work))
+            for workload, inflight in cases:
+                # The C virtiofsd exits when its front-end goes: one process per measurement.
+                for make in (ReferenceVirtiofsd, VfsframePassthrough):
+                    run = Path(tempfile.mkdtemp(prefix=f"r{round_}-", dir=tmp))
                     server = make(run)
                     (server.source / "file").write_text("x")
                     server.start()
                     try:
-                        result = measure(server, args.requests, inflight)
+                        result = measure(server, workload, args.requests, inflight)
                     finally:
                         server.stop()
-                    rows.setdefault((server.name, inflight), []).append(result)
+                    rows.setdefault((server.name, workload, inflight), []).append(result)
+                    unit = WORKLOADS[workload][1]
                     print(
-                        f"  {server.name:20} inflight {inflight}: {result[0]:8,.0f} req/s, "
-                        f"{result[1]:6.1f} µs CPU/request",
+                        f"  {server.name:20} {workload} inflight {inflight}: "
+                        f"{result[0]:8,.0f} {unit}/s, {result[1]:7.1f} µs CPU/{unit}",
                         flush=True,
                     )
-        print(f"\nmedians of {args.repeat} ({args.requests} requests each):")
-        for inflight in args.inflight:
-            ours = medians(rows[(VfsframePassthrough.name, inflight)])
-            ref = medians(rows[(ReferenceVirtiofsd.name, inflight)])
-            print(
-                f"  inflight {inflight}: vfsframe {ours[0]:,.0f} req/s {ours[1]:.1f} µs CPU, "
-                f"virtiofsd {ref[0]:,.0f} req/s {ref[1]:.1f} µs CPU; "
-                f"throughput ratio {ours[0] / ref[0]:.2f}, CPU ratio {ours[1] / ref[1]:.2f}"
-            )
+    print(f"\nmedians of {args.repeat} ({args.requests} requests each):")
+    for workload, inflight in cases:
+        ours = medians(rows[(VfsframePassthrough.name, workload, inflight)])
+        ref = medians(rows[(ReferenceVirtiofsd.name, workload, inflight)])
+        unit = WORKLOADS[workload][1]
+        print(
+            f"  {workload} inflight {inflight}: vfsframe {ours[0]:,.0f} {unit}/s "
+            f"{ours[1]:.1f} µs CPU/{unit}, virtiofsd {ref[0]:,.0f} {unit}/s "
+            f"{ref[1]:.1f} µs CPU/{unit}; throughput ratio {ratio(ours[0], ref[0])}, "
+            f"CPU ratio {ratio(ours[1], ref[1])}"
+        )
     return 0
 
 

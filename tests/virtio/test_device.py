@@ -11,7 +11,7 @@ from vfsframe.testing.virtio_driver import REGIONS, MiB, TestFrontEnd
 from vfsframe.virtio import protocol as p
 from vfsframe.virtio.device import PROTOCOL_FEATURES, VIRTIO_FEATURES
 
-from .stub_session import OP_FORGET, OP_SLOW, OUT_HEADER, StubSession, in_request
+from .stub_session import IN_HEADER, OP_FORGET, OP_SLOW, OUT_HEADER, StubSession, in_request
 
 OP_GETATTR = 3
 
@@ -361,3 +361,32 @@ def test_get_vring_base_waits_for_requests_in_flight(make_frontend, session) -> 
     # The answer came after the completion: the used ring is consistent with the base.
     assert base == [1]
     assert fe.used_idx(1) == 1
+
+
+def test_buffers_next_to_each_other_become_one_view(make_frontend, session) -> None:
+    # Adjacent pages (as a guest's page cache often gives them) are handed to the session as
+    # one view; a gap starts another. The bytes are the same either way.
+    fe = make_frontend(queue_size=256)
+    fe.start()
+    seen: list[list[int]] = []
+    handle = session.handle
+
+    def record(request, reply):
+        seen.append([len(v) for v in request])
+        return handle(request, reply)
+
+    session.handle = record
+    req = in_request(OP_GETATTR, 5, bytes(range(256)) * 48)  # 12 KiB of body
+    base = (fe.alloc(32 * 1024) + 4095) & ~4095
+    pieces = [req[:4096], req[4096:8192], req[8192:]]
+    at = [base, base + 4096, base + 3 * 4096]  # the third leaves a gap
+    for addr, piece in zip(at, pieces, strict=True):
+        fe.alloc(len(piece), piece, at=addr)
+    wr = fe.alloc(16 * 1024)
+    readable = [(a, len(p)) for a, p in zip(at, pieces, strict=True)]
+    head = fe.add_chain(1, readable, [(wr, 16 * 1024)], indirect=True)
+    ((used_id, used_len),) = fe.wait_used(1)
+    assert used_id == head
+    assert seen == [[8192, len(req) - 8192]]
+    body = req[IN_HEADER.size :]
+    assert fe.read(wr + OUT_HEADER.size, used_len - OUT_HEADER.size) == body[::-1]

@@ -44,13 +44,17 @@ def gather(segments: Sequence[memoryview], length: int) -> memoryview:
 
 def slice_segments(segments: Sequence[memoryview], start: int, length: int) -> list[memoryview]:
     """Views covering bytes [start, start + length) of the scattered buffer."""
+    index = 0
+    while index < len(segments) and start >= len(segments[index]):
+        start -= len(segments[index])
+        index += 1
+    rest = segments[index:]
+    if rest and total_length(rest) - start == length:
+        # The usual WRITE: the data is all of the request after its header.
+        return [rest[0][start:], *rest[1:]] if start else list(rest)
     views: list[memoryview] = []
-    for segment in segments:
-        size = len(segment)
-        if start >= size:
-            start -= size
-            continue
-        take = min(size - start, length)
+    for segment in rest:
+        take = min(len(segment) - start, length)
         views.append(segment[start : start + take])
         length -= take
         start = 0

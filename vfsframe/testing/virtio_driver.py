@@ -252,12 +252,15 @@ class TestFrontEnd:
         writable: list[tuple[int, int]],
         indirect: bool = False,
         publish: bool = True,
+        table: int | None = None,
     ) -> int:
-        """Write a chain of (gpa, len) buffers; returns its head index."""
+        """Write a chain of (gpa, len) buffers; returns its head index. An indirect chain's
+        table is allocated, or written at `table` (a caller reusing its own space)."""
         q = self.queues[qi]
         bufs = [(a, n, 0) for a, n in readable] + [(a, n, DESC_F_WRITE) for a, n in writable]
         if indirect:
-            table = self.alloc(16 * len(bufs))
+            if table is None:
+                table = self.alloc(16 * len(bufs))
             for i, (a, n, f) in enumerate(bufs):
                 last = i == len(bufs) - 1
                 self.write_desc(q, i, a, n, f | (0 if last else DESC_F_NEXT), i + 1, table)

@@ -39,14 +39,13 @@ class MemoryRegion:
     desc: RegionDescription
     view: memoryview
     _map: mmap.mmap | None = field(repr=False, default=None)
+    # Plain attributes, not properties: read for every descriptor of every chain.
+    guest_addr: int = field(init=False)
+    guest_end: int = field(init=False)
 
-    @property
-    def guest_addr(self) -> int:
-        return self.desc.guest_addr
-
-    @property
-    def guest_end(self) -> int:
-        return self.desc.guest_addr + self.desc.size
+    def __post_init__(self) -> None:
+        self.guest_addr = self.desc.guest_addr
+        self.guest_end = self.desc.guest_addr + self.desc.size
 
     @property
     def user_addr(self) -> int:
@@ -128,16 +127,18 @@ class GuestMemory:
                 return region
         return None
 
+    def region_containing(self, addr: int, length: int) -> MemoryRegion | None:
+        """The region holding all of guest-physical [addr, addr+length), if one does."""
+        region = self._region_at(addr)
+        if region is not None and addr + length <= region.guest_end:
+            return region
+        return None
+
     def gather(self, addr: int, length: int, out: list[memoryview]) -> None:
         """Append views covering guest-physical [addr, addr+length) to out. The range may
         span adjacent regions; a hole anywhere in it is an error (and appends nothing)."""
         if addr < 0 or length < 0 or addr + length > ADDR_LIMIT:
             raise GuestMemoryError(f"guest range {addr:#x}+{length:#x} overflows")
-        region = self._region_at(addr)
-        if region is not None and addr + length <= region.guest_end:  # the common case
-            start = addr - region.guest_addr
-            out.append(region.view[start : start + length])
-            return
         first = len(out)
         while length:
             region = self._region_at(addr)
@@ -145,7 +146,7 @@ class GuestMemory:
                 del out[first:]  # all or nothing: no partial buffer for a bad descriptor
                 raise GuestMemoryError(f"guest address {addr:#x} is outside guest memory")
             start = addr - region.guest_addr
-            take = min(length, region.desc.size - start)
+            take = min(length, region.guest_end - addr)
             out.append(region.view[start : start + take])
             addr += take
             length -= take

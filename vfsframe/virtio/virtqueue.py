@@ -25,7 +25,7 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from vfsframe.virtio.memory import GuestMemory, GuestMemoryError
+from vfsframe.virtio.memory import GuestMemory, GuestMemoryError, MemoryRegion
 
 DESC = struct.Struct("<QIHH")  # addr, len, flags, next
 DESC_F_NEXT = 1
@@ -69,6 +69,47 @@ class Chain:
             v.release()
         self.readable.clear()
         self.writable.clear()
+
+
+class _Runs:
+    """Turns a chain's buffers into views, one view for each run of buffers that follow one
+    another in guest memory: a guest's pages often do, and every view costs the layers above
+    (and an iovec in preadv/pwritev). A buffer that does not lie in one region goes through
+    GuestMemory.gather, which checks it and may split it or refuse it."""
+
+    __slots__ = ("end", "memory", "out", "region", "start")
+
+    def __init__(self, memory: GuestMemory, out: list[memoryview]) -> None:
+        self.memory = memory
+        self.out = out
+        self.region: MemoryRegion | None = None  # of the run being extended
+        self.start = self.end = 0  # the run, as offsets into region.view
+
+    @property
+    def pending(self) -> bool:
+        return self.region is not None
+
+    def add(self, addr: int, length: int) -> None:
+        region = self.region
+        if region is not None:
+            if addr == region.guest_addr + self.end and addr + length <= region.guest_end:
+                self.end += length
+                return
+            self.flush()
+        if not length:
+            return
+        region = self.memory.region_containing(addr, length)
+        if region is None:
+            self.memory.gather(addr, length, self.out)  # spans regions, or raises
+            return
+        self.region = region
+        self.start = addr - region.guest_addr
+        self.end = self.start + length
+
+    def flush(self) -> None:
+        if self.region is not None:
+            self.out.append(self.region.view[self.start : self.end])
+            self.region = None
 
 
 def need_event(event: int, new: int, old: int) -> bool:
@@ -171,6 +212,8 @@ class VirtQueue:
             raise self._break(f"head index {head} outside a {size}-entry ring")
         readable: list[memoryview] = []
         writable: list[memoryview] = []
+        readable_runs = _Runs(memory, readable)
+        writable_runs = _Runs(memory, writable)
         error: str | None = None
         table_len = size
         in_indirect = False
@@ -191,11 +234,11 @@ class VirtQueue:
             # can answer with an error header if the request header and reply space are fine.
             try:
                 if flags & DESC_F_WRITE:
-                    memory.gather(addr, length, writable)
-                elif writable:
+                    writable_runs.add(addr, length)
+                elif writable or writable_runs.pending:
                     error = error or "a device-readable buffer follows a device-writable one"
                 else:
-                    memory.gather(addr, length, readable)
+                    readable_runs.add(addr, length)
             except GuestMemoryError as exc:
                 error = error or str(exc)
             if not flags & DESC_F_NEXT:
@@ -203,6 +246,8 @@ class VirtQueue:
             if nxt >= table_len:
                 raise self._break(f"chain from head {head}: next index {nxt} out of range")
             index = nxt
+        readable_runs.flush()
+        writable_runs.flush()
         return Chain(head, readable, writable, error)
 
     def _indirect_table(
