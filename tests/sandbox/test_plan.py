@@ -155,3 +155,17 @@ def test_check_prints_the_plan(tmp_path) -> None:
     assert f"rw    {tmp_path}  (declared read-write)" in out.stdout
     assert "capabilities kept: CAP_CHOWN, CAP_DAC_OVERRIDE" in out.stdout
     assert "seccomp: kill, " in out.stdout and "system calls allowed" in out.stdout
+
+
+def test_a_declared_read_write_directory_is_created_before_it_is_bound(tmp_path) -> None:
+    # An object store's root that its backend would create on start: the sandbox opens its
+    # bind sources before the backends are built, so it makes the directory itself.
+    from vfsframe.sandbox.plan import PlannedMount
+    from vfsframe.sandbox.rootfs import close_sources, open_sources
+
+    missing = tmp_path / "store" / "objects"
+    sources = open_sources((PlannedMount(missing, "rw", "declared read-write"),))
+    try:
+        assert missing.is_dir() and set(sources) == {missing}
+    finally:
+        close_sources(sources)

@@ -210,7 +210,6 @@ def outcome(kernel: Path, s3_endpoint: str, tmp_path_factory: pytest.TempPathFac
     host_dir, objects = workdir / "host", workdir / "objects"
     host_dir.mkdir()
     host_dir.chmod(0o755)
-    objects.mkdir()  # serve's sandbox binds the store's root before the store would create it
     (host_dir / ".tools").mkdir()
     build_guesttool(host_dir / ".tools" / "guesttool")
     config = _config(workdir, s3_endpoint, host_dir, objects)

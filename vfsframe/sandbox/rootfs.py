@@ -35,7 +35,12 @@ _ST_FLAGS_KEPT = {  # statvfs flags a read-only remount of a bind must keep (loc
 
 
 def open_sources(mounts: tuple[PlannedMount, ...]) -> dict[Path, int]:
-    """O_PATH descriptors of the bind sources, opened while every path can be reached."""
+    """O_PATH descriptors of the bind sources, opened while every path can be reached. A
+    read-write directory a share declares but that does not exist yet (an object store's
+    root, which its backend would create) is created first."""
+    for m in mounts:
+        if m.kind == "rw" and not m.path.exists():
+            m.path.mkdir(mode=0o755, parents=True)
     return {m.path: os.open(m.path, os.O_PATH | os.O_CLOEXEC) for m in mounts if m.kind != "tmpfs"}
 
 
