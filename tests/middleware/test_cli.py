@@ -64,7 +64,9 @@ def test_check_prints_the_chain_outermost_first(tmp_path: Path) -> None:
     config.write_text(CHAIN.format(port=9100))
     done = vfsframe("check", str(config))
     assert done.returncode == 0, done.stderr
-    chain = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ")]
+    lines = done.stdout.splitlines()
+    shares = lines[: next(i for i, line in enumerate(lines) if line.startswith("sandbox:"))]
+    chain = [line.strip() for line in shares if line.startswith("  ")]
     assert [line.split(":")[0] for line in chain] == [
         "1. middleware log",
         "2. middleware metrics",

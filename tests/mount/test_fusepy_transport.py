@@ -16,8 +16,15 @@ import pytest
 
 from tests.conftest import require_fuse
 from tests.mount import test_memory_posix as posix
+from vfsframe.transport.devfuse import MountError
+from vfsframe.transport.fusepy import load_fusepy
 
-pytest.importorskip("mfusepy", reason="install vfsframe[fusepy]")
+try:
+    # Not a plain import of mfusepy: that binds libfuse 2 for the whole test process, and
+    # load_fusepy picks libfuse 3 only if it comes first.
+    load_fusepy()
+except MountError as exc:
+    pytest.skip(str(exc), allow_module_level=True)
 
 pytestmark = pytest.mark.mount
 

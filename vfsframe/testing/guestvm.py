@@ -238,6 +238,13 @@ class GuestResult:
     def finished(self) -> bool:
         return "GUEST-DONE" in self.serial
 
+    @property
+    def crashed_before_script(self) -> bool:
+        """The guest kernel panicked before the script reported anything: under TCG an early
+        boot now and then dies in the emulator (e.g. an int3 oops while patching kernel
+        text), which says nothing about the file server."""
+        return "Kernel panic" in self.serial and not (self.checks or self.results)
+
     def failed(self) -> dict[str, str]:
         return {k: v for k, v in self.checks.items() if v != "ok"}
 

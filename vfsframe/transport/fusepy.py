@@ -44,7 +44,8 @@ def load_fusepy() -> ModuleType:
     # mfusepy picks libfuse 2 before 3 when both are installed; prefer 3, whose mount helper
     # (fusermount3) is the one current distributions ship, unless the user chose a library.
     chosen = {"FUSE_LIBRARY_PATH", "FUSE_LIBRARY_NAME"} & os.environ.keys()
-    if not chosen and ctypes.util.find_library("fuse3"):
+    want_fuse3 = not chosen and ctypes.util.find_library("fuse3") is not None
+    if want_fuse3:
         os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
     for name in ("mfusepy", "fuse"):
         try:
@@ -54,6 +55,12 @@ def load_fusepy() -> ModuleType:
         except OSError as exc:  # the bindings are there but libfuse is not
             raise MountError(f"{INSTALL_HINT} and libfuse ({exc})") from None
         if hasattr(module, "FUSE") and hasattr(module, "FuseOSError"):
+            if want_fuse3 and getattr(module, "fuse_version_major", 3) == 2:
+                log.warning(
+                    "%s was imported before vfsframe could choose libfuse 3; serving with "
+                    "libfuse 2 (no rename flags); set FUSE_LIBRARY_NAME to choose",
+                    name,
+                )
             return module
     raise MountError(INSTALL_HINT)
 
