@@ -23,6 +23,7 @@ MountKind = Literal["rw", "ro", "tmpfs", "dev"]
 
 # Device nodes the interpreter may open (bound in read-write: /dev/null is written to).
 DEVICE_NODES = (Path("/dev/null"), Path("/dev/zero"), Path("/dev/urandom"))
+_KERNEL_FILE_SYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 # What name resolution and TLS read while serving, for plugins that use the network (the
 # resolver rereads resolv.conf when it changes; system CA bundles live under /etc/ssl).
 NETWORK_FILES = tuple(
@@ -91,7 +92,11 @@ def interpreter_paths() -> list[Path]:
         file = getattr(module, "__file__", None)
         if file:
             found.add(Path(file).parent)
-    return _outermost(p.resolve() for p in found if p.is_absolute())
+    resolved = (p.resolve() for p in found if p.is_absolute())
+    # Never the kernel's file systems: the sandbox mounts its own /proc and device nodes.
+    return _outermost(
+        p for p in resolved if not any(p.is_relative_to(k) for k in _KERNEL_FILE_SYSTEMS)
+    )
 
 
 def _outermost(paths: Iterable[Path]) -> list[Path]:

@@ -109,7 +109,7 @@ def _locked_flags(path: int) -> int:
 
 def _anchor_proc(new_root: str) -> None:
     proc = os.path.join(new_root, "proc")
-    os.mkdir(proc, 0o555)
+    os.makedirs(proc, 0o555, exist_ok=True)
     flags = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
     libc.mount("proc", proc, "proc", flags)
     procfd.anchor_in_working_directory(os.path.join(proc, "self", "fd"))
