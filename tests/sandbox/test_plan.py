@@ -169,3 +169,16 @@ def test_a_declared_read_write_directory_is_created_before_it_is_bound(tmp_path)
         assert missing.is_dir() and set(sources) == {missing}
     finally:
         close_sources(sources)
+
+
+def test_interpreter_paths_never_bind_the_root_the_temp_dir_or_proc(monkeypatch) -> None:
+    # E.g. a server started with `/` or /tmp on its import path: binding either read-only
+    # would expose the whole host or hide the sandbox's private /tmp.
+    from vfsframe.sandbox.plan import interpreter_paths
+
+    monkeypatch.setattr(sys, "path", ["/", "/tmp", "/proc/self", *sys.path])
+    paths = interpreter_paths()
+    assert paths, "the interpreter's own directories are still bound"
+    for path in paths:
+        assert path != Path("/") and not Path("/tmp").is_relative_to(path)
+        assert not path.is_relative_to("/proc")

@@ -3,6 +3,7 @@ config before anything starts. `vfsframe check` prints it; `vfsframe serve` carr
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -20,6 +21,8 @@ from .syscalls import allowed_syscalls
 SandboxMode = Literal["namespace", "chroot", "none"]
 SeccompMode = Literal["kill", "log", "none"]
 MountKind = Literal["rw", "ro", "tmpfs", "dev"]
+
+log = logging.getLogger(__name__)
 
 # Device nodes the interpreter may open (bound in read-write: /dev/null is written to).
 DEVICE_NODES = (Path("/dev/null"), Path("/dev/zero"), Path("/dev/urandom"))
@@ -92,11 +95,20 @@ def interpreter_paths() -> list[Path]:
         file = getattr(module, "__file__", None)
         if file:
             found.add(Path(file).parent)
-    resolved = (p.resolve() for p in found if p.is_absolute())
-    # Never the kernel's file systems: the sandbox mounts its own /proc and device nodes.
-    return _outermost(
-        p for p in resolved if not any(p.is_relative_to(k) for k in _KERNEL_FILE_SYSTEMS)
-    )
+    return _outermost(p for p in {p.resolve() for p in found if p.is_absolute()} if _bindable(p))
+
+
+def _bindable(path: Path) -> bool:
+    """Whether an interpreter directory may be bound into the sandbox root. Not the kernel's
+    file systems (the sandbox mounts its own /proc and device nodes), and not the temporary
+    directory or anything above it: `/` (an import path of `/`, e.g. a server started from
+    there, would bind the whole host), or `/tmp`, which the sandbox replaces with a tmpfs."""
+    if any(path.is_relative_to(k) for k in _KERNEL_FILE_SYSTEMS):
+        return False
+    if Path(tempfile.gettempdir()).resolve().is_relative_to(path):
+        log.warning("sandbox: not binding %s (imports from there fail inside)", path)
+        return False
+    return True
 
 
 def _outermost(paths: Iterable[Path]) -> list[Path]:
