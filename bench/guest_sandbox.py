@@ -9,7 +9,6 @@ Run as root:  .venv/bin/python bench/guest_sandbox.py [--repeat 3] [--mib 256] [
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import VfsframePassthrough
 
-from bench.guest_virtio import UNITS, run_once
+from bench.guest_virtio import UNITS, run_once, workload_arguments
 from vfsframe.testing.guestvm import fetch_kernel
 
 MODES = {
@@ -32,15 +31,8 @@ MODES = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (medians are quoted)")
-    parser.add_argument("--mib", type=int, default=256, help="sequential file size, MiB")
-    parser.add_argument("--files", type=int, default=2000, help="files in the metadata workload")
+    parser = workload_arguments(__doc__)
     parser.add_argument("--queues", type=int, default=1, help="request queues")
-    parser.add_argument("--cpus", type=int, default=2, help="guest vCPUs (TCG threads)")
-    parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="host scratch dir")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (namespaces, drop_caches, QEMU memfd shares)", file=sys.stderr)

@@ -129,9 +129,10 @@ def run_once(
     return figures
 
 
-def main() -> int:
+def workload_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The options of a benchmark running this workload in guests."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds (medians are quoted)")
     parser.add_argument("--mib", type=int, default=256, help="sequential file size, MiB")
@@ -139,6 +140,11 @@ def main() -> int:
     # Linux maps request queues to vCPUs: with 2 vCPUs only 2 of 4 queues get requests.
     parser.add_argument("--cpus", type=int, default=2, help="guest vCPUs (TCG threads)")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="host scratch dir")
+    return parser
+
+
+def main() -> int:
+    parser = workload_arguments(__doc__)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (drop_caches, QEMU memfd shares)", file=sys.stderr)
