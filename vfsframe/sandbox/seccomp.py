@@ -26,6 +26,7 @@ SCMP_ACT_LOG = 0x7FFC0000
 SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_FLTATR_CTL_NNP = 3
 _SCMP_FLTATR_CTL_TSYNC = 4
+_SCMP_FLTATR_CTL_OPTIMIZE = 8  # libseccomp >= 2.5; 2 = a binary tree of syscall numbers
 _SCMP_CMP_EQ = 4
 _SCMP_ARCH_NATIVE = 0
 
@@ -112,6 +113,10 @@ def install_filter(allowed: Iterable[str], mode: str) -> int:
     try:
         _call(lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_TSYNC, 1), "TSYNC")
         _call(lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_NNP, 1), "NNP")
+        # Every system call runs the filter: a binary search over ~150 numbers instead of a
+        # linear scan (libseccomp's default), which cost ~6% of the server's CPU per request.
+        if lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_OPTIMIZE, 2) != 0:
+            log.info("libseccomp cannot build a binary-tree filter; using a linear one")
         count = 0
         for name in sorted(set(allowed)):
             number = syscall_number(name)
