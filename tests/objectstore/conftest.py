@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vfsframe_plugins.objectstore import ObjectStoreBackend, ObjectStoreConfig, open_store
 
 from tests.conftest import require_fuse
 from vfsframe.testing.mount import mounted_share, share_config
@@ -180,3 +181,14 @@ def mounted(mountpoint: Path, store_config: dict[str, Any]) -> Iterator[Path]:
 
 # moto's HTTP server logs every request at INFO: keep failure reports readable.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+# A backend over a fresh local store, for the tests that drive it in process.
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[ObjectStoreBackend]:
+    config = ObjectStoreConfig(store={"type": "local", "root": str(tmp_path / "objects")})
+    built = ObjectStoreBackend(config, open_store(config))
+    try:
+        yield built
+    finally:
+        built.close()

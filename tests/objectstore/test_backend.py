@@ -7,9 +7,8 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -19,7 +18,6 @@ from vfsframe_plugins.objectstore import (
     ObjectStoreConfig,
     StoreConfig,
     StoreType,
-    open_store,
     store,
 )
 from vfsframe_plugins.objectstore.files import FileHandle, OpenInode
@@ -155,16 +153,6 @@ def test_readahead_fetches_the_next_window_in_the_background() -> None:
         handle.close()
     assert bytes(got) == data
     assert len(reader.gets) <= 6 and max(length for _, length in reader.gets) == 8 << 20
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[ObjectStoreBackend]:
-    config = ObjectStoreConfig(store={"type": "local", "root": str(tmp_path / "objects")})
-    built = ObjectStoreBackend(config, open_store(config))
-    try:
-        yield built
-    finally:
-        built.close()
 
 
 def write(backend: ObjectStoreBackend, fh: Any, offset: int, data: bytes, flags: int = 0) -> int:

@@ -11,27 +11,16 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-from vfsframe_plugins.objectstore import ObjectStoreBackend, ObjectStoreConfig, open_store
+from vfsframe_plugins.objectstore import ObjectStoreBackend
 from vfsframe_plugins.objectstore.files import FileHandle
 
 from vfsframe import ops
 
 CTX = ops.Context(uid=0, gid=0, umask=0o022)
 WAIT = 10.0  # seconds: a step that does not happen by then is a hang, reported as a failure
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[ObjectStoreBackend]:
-    config = ObjectStoreConfig(store={"type": "local", "root": str(tmp_path / "objects")})
-    built = ObjectStoreBackend(config, open_store(config))
-    try:
-        yield built
-    finally:
-        built.close()
 
 
 @pytest.fixture
