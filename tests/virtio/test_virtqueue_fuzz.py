@@ -6,13 +6,22 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vfsframe.testing.virtio_driver import MEMFD_SIZE, REGIONS, user_addr
+from vfsframe.virtio import virtqueue
 from vfsframe.virtio.memory import GuestMemory, map_regions
-from vfsframe.virtio.virtqueue import DESC, QueueBroken, VirtQueue
+from vfsframe.virtio.virtqueue import (
+    DESC,
+    DESC_F_INDIRECT,
+    DESC_F_NEXT,
+    DESC_F_WRITE,
+    QueueBroken,
+    VirtQueue,
+)
 
 SIZE = 8
 DESC_AT, AVAIL_AT, USED_AT = 0x1000, 0x1100, 0x1200
@@ -86,3 +95,71 @@ def test_pop_never_escapes_guest_memory(table, indirect_table, heads, avail_idx,
         assert vq.pop() is None  # stays broken
     finally:
         vq.detach()
+
+
+def _pop_one(table: list[tuple[int, int, int, int]]) -> tuple[str, object]:
+    """Pop the one chain of a queue whose head is an indirect table holding `table`: the
+    chain's head and buffers as (guest RAM offset, length) pairs, or the breakage."""
+    for i, d in enumerate(table):
+        DESC.pack_into(_ram, 0x2000 + 16 * i, *d)
+    DESC.pack_into(_ram, DESC_AT, 0x2000, 16 * len(table), DESC_F_INDIRECT, 0)
+    _ram[AVAIL_AT + 4 : AVAIL_AT + 6] = (0).to_bytes(2, "little")
+    _ram[AVAIL_AT + 2 : AVAIL_AT + 4] = (1).to_bytes(2, "little")
+    vq = VirtQueue(1)
+    vq.set_size(64)
+    vq.set_addresses(user_addr(DESC_AT), user_addr(AVAIL_AT), user_addr(USED_AT))
+    vq.indirect = True
+    vq.attach(_memory)
+    try:
+        chain = vq.pop()
+        assert chain is not None
+        buffers = [
+            [(_address(v), len(v)) for v in views] for views in (chain.readable, chain.writable)
+        ]
+        chain.release()
+        return "chain", (chain.head, buffers, chain.error)
+    except QueueBroken as exc:
+        return "broken", str(exc)
+    finally:
+        vq.detach()
+
+
+pages = st.integers(0, _ram_end // 4096 + 1).map(lambda p: p * 4096)
+table_entries = st.tuples(
+    st.booleans(),  # continues the buffer before it in guest memory (a guest's pages often do)
+    st.one_of(pages, pages.map(lambda a: a + 512), addresses),
+    st.one_of(st.just(4096), st.integers(0, 8192)),
+)
+
+
+def _buffers(entries: list[tuple[bool, int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for follows, addr, length in entries:
+        out.append(((out[-1][0] + out[-1][1]) % (1 << 64) if follows and out else addr, length))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    entries=st.lists(table_entries, min_size=1, max_size=40),
+    writable_from=st.integers(0, 40),
+    mutations=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 3), st.integers(0, 0xFFFF))),
+)
+def test_flat_table_reading_matches_the_walk(entries, writable_from, mutations):
+    """An indirect table read in one go (the fast path for long tables) gives exactly what the
+    descriptor-by-descriptor walk gives, and every table it cannot take falls back to it:
+    mostly well-formed tables of pages, some contiguous, with random damage."""
+    table = [
+        [addr, length, DESC_F_NEXT | (DESC_F_WRITE if i >= writable_from else 0), i + 1]
+        for i, (addr, length) in enumerate(_buffers(entries))
+    ]
+    table[-1][2] &= ~DESC_F_NEXT
+    for index, field, value in mutations:
+        if index < len(table):
+            table[index][field] = value if field != 2 else value & 7
+    table = [tuple(d) for d in table]
+    with patch.object(virtqueue, "FLAT_TABLE_MIN", 1 << 20):
+        walked = _pop_one(table)
+    with patch.object(virtqueue, "FLAT_TABLE_MIN", 1):
+        read_flat = _pop_one(table)
+    assert read_flat == walked

@@ -20,10 +20,12 @@ is a locked instruction and therefore a full fence.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import struct
 import threading
 from dataclasses import dataclass
+from itertools import compress
 
 from vfsframe.virtio.memory import GuestMemory, GuestMemoryError, MemoryRegion
 
@@ -33,6 +35,10 @@ DESC_F_WRITE = 2
 DESC_F_INDIRECT = 4
 AVAIL_F_NO_INTERRUPT = 1
 MAX_QUEUE_SIZE = 32768
+# Indirect tables at least this long are read in one go (VirtQueue._flat_table); below it the
+# descriptor-by-descriptor walk is as quick.
+FLAT_TABLE_MIN = 8
+_CHAINED_FLAGS = frozenset((DESC_F_NEXT, DESC_F_NEXT | DESC_F_WRITE))
 
 _fence_lock = threading.Lock()
 
@@ -110,6 +116,54 @@ class _Runs:
         if self.region is not None:
             self.out.append(self.region.view[self.start : self.end])
             self.region = None
+
+
+def _flat_table(head: int, memory: GuestMemory, table: memoryview) -> Chain | None:
+    """The chain an indirect table describes when it is the plain kind every guest driver
+    writes: descriptor i continues at i + 1, readable buffers then writable ones, none empty,
+    each run of neighbouring buffers inside one memory region. Read with a handful of C-level list operations instead of a
+    Python step per descriptor (a 1 MiB READ or WRITE has 256). None for any other table:
+    the descriptor-by-descriptor walk then serves it and judges what is wrong with it."""
+    raw = memoryview(bytes(table))  # one read of guest memory: no check-then-use
+    count = len(raw) // 16
+    addrs = raw.cast("Q")[0::2].tolist()
+    lengths = raw.cast("I")[2::4].tolist()
+    halves = raw.cast("H")
+    flags = halves[6::8].tolist()
+    if flags[-1] & ~DESC_F_WRITE or not _CHAINED_FLAGS.issuperset(flags[:-1]):
+        return None
+    if not all(map(operator.eq, halves[7::8].tolist(), range(1, count))) or 0 in lengths:
+        return None
+    split = count - flags.count(DESC_F_NEXT | DESC_F_WRITE) - (flags[-1] == DESC_F_WRITE)
+    if DESC_F_NEXT | DESC_F_WRITE in flags[:split]:
+        return None  # a readable buffer after a writable one
+    ends = list(map(operator.add, addrs, lengths))
+    readable = _joined_views(memory, addrs[:split], ends[:split])
+    writable = _joined_views(memory, addrs[split:], ends[split:])
+    if readable is None or writable is None:
+        return None
+    return Chain(head, readable, writable)
+
+
+def _joined_views(
+    memory: GuestMemory, addrs: list[int], ends: list[int]
+) -> list[memoryview] | None:
+    """One view per run of buffers that follow one another, as _Runs makes them; None if a
+    run is not inside one memory region."""
+    if not addrs:
+        return []
+    # A run starts where a buffer does not begin where the one before it ended.
+    cuts = list(compress(range(1, len(addrs)), map(operator.ne, addrs[1:], ends)))
+    views: list[memoryview] = []
+    region: MemoryRegion | None = None
+    for start, stop in zip([0, *cuts], [*cuts, len(addrs)], strict=True):
+        low, high = addrs[start], ends[stop - 1]
+        if region is None or low < region.guest_addr or high > region.guest_end:
+            region = memory.region_containing(low, high - low)
+            if region is None:
+                return None
+        views.append(region.view[low - region.guest_addr : high - region.guest_addr])
+    return views
 
 
 def need_event(event: int, new: int, old: int) -> bool:
@@ -227,6 +281,10 @@ class VirtQueue:
             if flags & DESC_F_INDIRECT:
                 table = self._indirect_table(memory, head, addr, length, flags, in_indirect)
                 table_len = length // 16
+                if seen == 1 and table_len >= FLAT_TABLE_MIN:
+                    chain = _flat_table(head, memory, table)
+                    if chain is not None:
+                        return chain
                 in_indirect = True
                 index = 0
                 continue
