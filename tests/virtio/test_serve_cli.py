@@ -4,12 +4,14 @@ the device: a test front-end connects to the socket exactly as QEMU does."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -115,6 +117,40 @@ def test_serve_sigint_stops_cleanly(tmp_path, serve) -> None:
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode == 0
+    assert not sock.exists()
+
+
+@pytest.fixture
+def var_tmp_path() -> Iterator[Path]:
+    """A directory outside /tmp: the sandbox gives the server a private /tmp of its own."""
+    path = Path(tempfile.mkdtemp(prefix="vfsframe-test-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sandboxed_serve_removes_a_socket_beside_its_share(var_tmp_path, serve) -> None:
+    """The socket's directory is an ancestor of a bound share root, so inside the namespace
+    sandbox it exists on the read-only minimal root: naming the socket there fails with
+    EROFS, and the socket must still go (through the directory fd kept from before)."""
+    sock = var_tmp_path / "data.sock"
+    share = var_tmp_path / "share"
+    share.mkdir()
+    conf = var_tmp_path / "share.toml"
+    conf.write_text(
+        f'[[share]]\ntag = "data"\nsocket = "{sock}"\n'
+        f'[share.backend]\ntype = "passthrough"\nroot = "{share}"\n'
+    )
+    proc = serve(str(conf), "--sandbox", "namespace")
+    wait_for(sock, proc)
+    fe = TestFrontEnd(socket_path=sock)
+    try:
+        mount_handshake(fe)
+    finally:
+        fe.close()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
     assert not sock.exists()
 
 

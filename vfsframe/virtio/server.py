@@ -144,6 +144,12 @@ class VhostUserServer:
             self._sock.close()
             self._sock = None
         if self.socket_path is not None:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 self.socket_path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                # Inside a sandbox the path may lie on its read-only root (EROFS): the
+                # sandbox removes the socket through the directory fd it kept (leave()).
+                log.debug("%s: socket %s left to the sandbox: %s", self.name, self.socket_path, exc)
         os.close(self._wake)
