@@ -58,7 +58,7 @@ def read(call: Call) -> int:
     fh, offset, size, _read_flags, _owner, flags, _ = call.unpack(abi.READ_IN)
     handle = call.session.handles.file(fh)
     buffers = call.session.reply_views(call.reply, size)
-    size = sum(len(view) for view in buffers)
+    size = sum(map(len, buffers))
     req = ops.ReadRequest(
         call.ctx, call.handle_path(handle.node), handle.backend_fh, offset, size, buffers, flags
     )

@@ -65,7 +65,7 @@ def error_reply(chain: Chain, err: int) -> int:
     """Answer a chain with a bare FUSE error header; the used length (0 if impossible: no
     readable header to take `unique` from, or no room for the reply)."""
     head = _read_prefix(chain.readable, IN_HEADER_UNIQUE.size)
-    if len(head) < IN_HEADER_UNIQUE.size or sum(len(v) for v in chain.writable) < OUT_HEADER.size:
+    if len(head) < IN_HEADER_UNIQUE.size or sum(map(len, chain.writable)) < OUT_HEADER.size:
         return 0
     (unique,) = IN_HEADER_UNIQUE.unpack(head)
     return _scatter(chain.writable, OUT_HEADER.pack(OUT_HEADER.size, -err, unique))
@@ -245,7 +245,7 @@ class QueueService:
                 length = error_reply(chain, errno.EIO)
             else:
                 length = self.handler.handle(chain.readable, chain.writable)
-                room = sum(len(v) for v in chain.writable)
+                room = sum(map(len, chain.writable))
                 if not 0 <= length <= room:
                     log.error(
                         "queue %d: session reported %d bytes written into %d; using 0",
