@@ -8,9 +8,10 @@ the same kind of directory, in the same run:
 - the server's CPU time per request (user + system, from /proc/PID/stat),
 
 for small metadata requests (`meta`: GETATTR of the root and LOOKUP of an existing file,
-alternating: the engine's own overhead in the guest benchmarks' metadata workloads) and for
+alternating: the engine's own overhead in the guest benchmarks' metadata workloads), for
 1 MiB WRITEs given as 256 page descriptors in an indirect table (`write`), as a guest's page
-cache sends them. A TCG
+cache sends them, and for 1 MiB READs answered into 256 such pages (`read`, of a sparse file:
+the host's copy of zeroes, without a disk under it). A TCG
 guest makes those benchmarks noisy (the guest's vCPUs compete with the server for the same
 cores); this one isolates the server. To see where the time goes, run py-spy on the server
 while it runs (`py-spy record --gil -p PID`: the worker threads, not just the main one).
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import ReferenceVirtiofsd, Server, VfsframePassthrough
 
+from bench.common import cpu_seconds
 from vfsframe.fuse import abi
 from vfsframe.testing.virtio_driver import TestFrontEnd
 
@@ -47,16 +49,6 @@ PAGES = 256  # a 1 MiB WRITE, one descriptor per page
 MiB = 1 << 20
 WRITE_SPAN = 64 * MiB
 QUEUE_SIZE = 1024  # a chain may not be longer than the queue (virtio 2.7.5.3.1)
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (a sandboxed `vfsframe serve` serves
-    from a child of its supervisor)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14, 15)
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 class Driver:
@@ -79,18 +71,21 @@ class Driver:
         self.write_pages = PAGES  # lowered to the server's max_write after INIT
         self.by_head: dict[int, int] = {}
 
-    def submit(
-        self, slot: int, opcode: int, nodeid: int, body: bytes, payload: bool = False
-    ) -> None:
+    def submit(self, slot: int, opcode: int, nodeid: int, body: bytes, payload: str = "") -> None:
+        """Queue a request; `payload` "in" sends the data pages after it (WRITE), "out" gives
+        them as room for the reply's data (READ)."""
         self.unique += 1
         pages = self.pages[: self.write_pages] if payload else []
-        data = PAGE * len(pages)
+        data = PAGE * len(pages) if payload == "in" else 0
         size = IN_HEADER.size + len(body)
         req = IN_HEADER.pack(size + data, opcode, self.unique, nodeid, 0, 0, 1, 0) + body
         rd, wr, table = self.slots[slot]
         self.fe.alloc(size, req, at=rd)
-        readable = [(rd, size), *pages]
-        head = self.fe.add_chain(1, readable, [(wr, REPLY_ROOM)], indirect=payload, table=table)
+        if payload == "out":
+            readable, writable = [(rd, size)], [(wr, OUT_HEADER.size), *pages]
+        else:
+            readable, writable = [(rd, size), *pages], [(wr, REPLY_ROOM)]
+        head = self.fe.add_chain(1, readable, writable, indirect=bool(payload), table=table)
         self.by_head[head] = slot
 
     def reply(self, slot: int, size: int) -> bytes:
@@ -142,24 +137,42 @@ def metadata_requests(driver: Driver) -> tuple[Sender, float]:
     return send, 1.0
 
 
-def write_requests(driver: Driver) -> tuple[Sender, float]:
-    """WRITEs of 1 MiB (or the server's max_write) to a new file, cycling over its first
-    WRITE_SPAN bytes."""
+def create_big_file(driver: Driver) -> tuple[int, int]:
+    """CREATE a file of WRITE_SPAN bytes (sparse); its node id and handle."""
     create = abi.CREATE_IN.pack(os.O_RDWR | os.O_CREAT, 0o100644, 0, 0) + b"big\0"
     reply = driver.call(abi.Opcode.CREATE, abi.ROOT_ID, create, abi.ENTRY_OUT.size + 16)
     nodeid = abi.ENTRY_OUT.unpack_from(reply)[0]
     fh = abi.OPEN_OUT.unpack_from(reply, abi.ENTRY_OUT.size)[0]
-    size = PAGE * driver.write_pages
-
-    def send(slot: int, sent: int) -> None:
-        offset = sent * size % WRITE_SPAN
-        body = abi.WRITE_IN.pack(fh, offset, size, 0, 0, os.O_RDWR, 0)
-        driver.submit(slot, abi.Opcode.WRITE, nodeid, body, payload=True)
-
-    return send, size / MiB
+    valid = abi.FATTR_SIZE | abi.FATTR_FH
+    grow = abi.SETATTR_IN.pack(valid, 0, fh, WRITE_SPAN, *[0] * 12)
+    driver.call(abi.Opcode.SETATTR, nodeid, grow, 0)
+    return nodeid, fh
 
 
-WORKLOADS = {"meta": (metadata_requests, "request"), "write": (write_requests, "MiB")}
+def data_requests(
+    opcode: int, body: struct.Struct, payload: str
+) -> Callable[[Driver], tuple[Sender, float]]:
+    """READs or WRITEs of 1 MiB (or the server's max_write), cycling over a file's WRITE_SPAN
+    bytes."""
+
+    def start(driver: Driver) -> tuple[Sender, float]:
+        nodeid, fh = create_big_file(driver)
+        size = PAGE * driver.write_pages
+
+        def send(slot: int, sent: int) -> None:
+            args = body.pack(fh, sent * size % WRITE_SPAN, size, 0, 0, os.O_RDWR, 0)
+            driver.submit(slot, opcode, nodeid, args, payload=payload)
+
+        return send, size / MiB
+
+    return start
+
+
+WORKLOADS = {
+    "meta": (metadata_requests, "request"),
+    "write": (data_requests(abi.Opcode.WRITE, abi.WRITE_IN, "in"), "MiB"),
+    "read": (data_requests(abi.Opcode.READ, abi.READ_IN, "out"), "MiB"),
+}
 
 
 def measure(server: Server, workload: str, requests: int, inflight: int) -> tuple[float, float]:
