@@ -94,6 +94,8 @@ UNITS = {
     "meta 4 procs": "ops/s",
     "server CPU": "s",
 }
+# Figures print as whole numbers, but the server's CPU seconds need their tenths.
+DIGITS = {"s": 1}
 CPU_NOTE = (
     "(server CPU: user + system seconds of the server's processes over the whole guest run, "
     "boot included; lower is better, so a ratio above 1 is a cost)"
@@ -194,7 +196,9 @@ def main() -> int:
                 counts = queue_counts(server)
                 print(
                     f"  round {round_ + 1} {name}: "
-                    + ", ".join(f"{k} {v:,.0f}" for k, v in this[name].items())
+                    + ", ".join(
+                        f"{k} {v:,.{DIGITS.get(UNITS[k], 0)}f}" for k, v in this[name].items()
+                    )
                     + (f"  [served {counts}]" if counts else ""),
                     flush=True,
                 )
@@ -207,7 +211,8 @@ def main() -> int:
     head = f"\n{'workload':<13} {'unit':<6}" + "".join(f"{n:>15}" for n in names)
     print(head + "".join(f"{n.split()[-1] + '/C':>10}" for n in names[1:]))
     for workload, unit in UNITS.items():
-        values = "".join(f"{statistics.median(samples[n][workload]):>15,.0f}" for n in names)
+        digits = DIGITS.get(unit, 0)
+        values = "".join(f"{statistics.median(samples[n][workload]):>15,.{digits}f}" for n in names)
         quoted = "".join(f"{statistics.median(ratios[n][workload]):>10.2f}" for n in names[1:])
         print(f"{workload:<13} {unit:<6}{values}{quoted}")
     print("(ratios: median over rounds of the per-round ratio vfsframe/virtiofsd)")
