@@ -44,6 +44,7 @@ class ShareChain:
         for index in reversed(range(len(self.middleware))):
             self.plugin_manager.register(self.middleware[index], name=f"middleware[{index}]")
         self.plugin_manager.check_pending()
+        self._started = False
         for op in OPERATIONS:
             setattr(self, op, _bind(getattr(self.plugin_manager.hook, f"vfs_{op}")))
 
@@ -53,6 +54,19 @@ class ShareChain:
         if not getattr(self.backend, name, False):
             return False
         return all(getattr(mw, name, True) for mw in self.middleware)
+
+    def start(self) -> None:
+        """Serving begins (once; later calls do nothing): each plugin's ``start()``, backend
+        first. A plugin starts its threads here, not while it is built: `vfsframe serve`
+        enters its sandbox between the two, and capabilities are dropped per thread, so a
+        thread started earlier would keep every one (the sandbox refuses to enter then)."""
+        if self._started:
+            return
+        self._started = True
+        for plugin in [self.backend, *reversed(self.middleware)]:
+            start = getattr(plugin, "start", None)
+            if start is not None:
+                start()
 
     def close(self) -> None:
         for plugin in [*self.middleware, self.backend]:

@@ -81,6 +81,9 @@ class Backend:
     #: BSD flock(2) locks are implemented through vfs_setlk(flock=True).
     flock_locks: bool = False
 
+    def start(self) -> None:
+        """Serving begins: start threads here, never while building (see ShareChain.start)."""
+
     def close(self) -> None:
         """Release resources when the share shuts down."""
 
@@ -91,6 +94,9 @@ for _op in OPERATIONS:
 
 class Middleware:
     """Base for middleware: implement ``@hookimpl(wrapper=True)`` methods for what you wrap."""
+
+    def start(self) -> None:
+        """Serving begins: start threads here, never while building (see ShareChain.start)."""
 
     def close(self) -> None:
         """Release resources when the share shuts down."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import threading
 import time
 import urllib.request
 
@@ -44,6 +45,8 @@ def test_http_endpoint_and_separate_registries() -> None:
     first = MetricsMiddleware(MetricsConfig(listen="127.0.0.1:0"))
     second = MetricsMiddleware(MetricsConfig(listen="127.0.0.1:0"))
     try:
+        first.start()
+        second.start()
         Fs(memory_chain([first])).mkdir("/d")
         for middleware, expected in ((first, 1.0), (second, None)):
             assert middleware.address is not None
@@ -79,6 +82,7 @@ def test_close_stops_the_endpoint_promptly() -> None:
     """A chain close (every unmount, every test) waited up to half a second for the server's
     poll; now close() returns within a few polls and the port is free again."""
     metrics = MetricsMiddleware(MetricsConfig(listen="127.0.0.1:0"))
+    metrics.start()
     assert metrics.address is not None
     host, port = metrics.address
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as answer:
@@ -89,3 +93,15 @@ def test_close_stops_the_endpoint_promptly() -> None:
     assert took < 0.25, f"close took {took:.3f} s"
     again = MetricsMiddleware(MetricsConfig(listen=f"127.0.0.1:{port}"))  # the port is free
     again.close()
+
+
+def test_no_thread_before_start_and_close_without_start() -> None:
+    """The listener's thread starts with serving (after the sandbox drops capabilities, which
+    are per thread), not when the chain is built; the port is bound at once all the same."""
+    before = set(threading.enumerate())
+    metrics = MetricsMiddleware(MetricsConfig(listen="127.0.0.1:0"))
+    assert set(threading.enumerate()) == before
+    assert metrics.address is not None
+    start = time.perf_counter()
+    metrics.close()  # never started: nothing to shut down, and no wait for a loop
+    assert time.perf_counter() - start < 0.25

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from tests.guest.servers import VfsframePassthrough
 
+# What passthrough with preserve_ownership keeps: CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
+# SETGID, SETUID (bits 0, 1, 3, 4, 6, 7).
+PASSTHROUGH_CAPS = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7)
+
 
 class SandboxedPassthrough(VfsframePassthrough):
     """`vfsframe serve --sandbox MODE --seccomp MODE [extra args]` over a fresh directory."""

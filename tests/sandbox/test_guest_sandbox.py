@@ -16,13 +16,10 @@ import pytest
 from tests.guest.servers import boot_workload
 from vfsframe.testing.guestvm import GuestResult
 
-from .servers import SandboxedPassthrough, namespaces_of, status_fields
+from .servers import PASSTHROUGH_CAPS, SandboxedPassthrough, namespaces_of, status_fields
 
 pytestmark = pytest.mark.guest
 
-# What passthrough with preserve_ownership keeps: CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
-# SETGID, SETUID (bits 0, 1, 3, 4, 6, 7).
-PASSTHROUGH_CAPS = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7)
 ROOTLESS_BASE = 100000
 
 

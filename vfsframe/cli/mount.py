@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     created = _make_mountpoint(args.mountpoint)
     try:
+        chain.start()  # before mounting: libfuse (fusepy) serves from the mount on
         mount.mount()
     except MountError as exc:
         print(f"vfsframe mount: {exc}", file=sys.stderr)

@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vfsframe serve: {exc}", file=sys.stderr)
         _close(opened)
         return 1
+    for _, chain in opened:
+        chain.start()
     servers = [server for share_servers, _ in opened for server in share_servers]
     for server in servers:
         server.start()

@@ -1,7 +1,7 @@
 """Dropping every capability the shares do not need, and setting no_new_privs.
 
-Capabilities are per thread: the drop must happen before the server starts its threads
-(``enter.enter_sandbox`` checks). The bounding set is emptied of the rest too, so not even an
+Capabilities are per thread: the drop must happen before the server starts its threads, and
+the sandbox refuses to enter while another thread runs (``refuse_other_threads``). The bounding set is emptied of the rest too, so not even an
 exec could get them back, and no_new_privs stops setuid binaries and file capabilities.
 """
 
@@ -71,7 +71,22 @@ def set_no_new_privs() -> None:
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
 
 
+class ThreadsBeforeSandbox(ValueError):
+    """A plugin started a thread while it was built: the thread would keep every capability."""
+
+
 def other_threads() -> list[str]:
     """Threads other than this one: they would keep the capabilities this one drops."""
     me = threading.current_thread()
     return [t.name for t in threading.enumerate() if t is not me]
+
+
+def refuse_other_threads() -> None:
+    """Raise ThreadsBeforeSandbox if a thread other than this one runs."""
+    others = other_threads()
+    if others:
+        raise ThreadsBeforeSandbox(
+            f"thread(s) started while the shares were built ({', '.join(others)}) would keep "
+            "every capability the sandbox drops; a plugin starts its threads in start(), "
+            "which runs once serving begins"
+        )

@@ -82,6 +82,7 @@ class SandboxEntry:
 
     def enter(self) -> None:
         """After building, before the serving threads start: isolate, drop, filter."""
+        capabilities.refuse_other_threads()
         plan = self.plan
         watcher = self._watcher
         if watcher is not None:
@@ -99,12 +100,6 @@ class SandboxEntry:
             rootfs.close_sources(self._sources)
         elif plan.mode == "chroot":
             rootfs.chroot_into_empty_directory()
-        others = capabilities.other_threads()
-        if others:
-            log.warning(
-                "threads started while building the shares keep their capabilities: %s",
-                ", ".join(others),
-            )
         capabilities.drop_all_but(plan.capabilities)
         capabilities.set_no_new_privs()
         if plan.seccomp != "none":

@@ -30,6 +30,7 @@ def mounted(
     """Serve ``chain`` at ``mountpoint`` for the duration of the block, in this process."""
     session = FuseSession(chain, options)
     mount = DevFuseMount(session, str(mountpoint), MountOptions.parse(mount_options))
+    chain.start()
     mount.mount()
     mount.start()
     try:

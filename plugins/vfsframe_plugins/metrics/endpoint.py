@@ -30,7 +30,8 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class MetricsEndpoint:
-    """Serves ``registry`` on ``host``:``port`` from a thread of its own until ``close``."""
+    """Serves ``registry`` on ``host``:``port`` from a thread of its own, from ``start`` until
+    ``close``. The socket is bound at once, so a port in use is an error at build time."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
         server_class = type("_Server", (_Server,), {"address_family": _family(host, port)})
@@ -43,12 +44,18 @@ class MetricsEndpoint:
             name=f"metrics-{self.address[1]}",
             daemon=True,
         )
-        self._thread.start()
+
+    def start(self) -> None:
+        if self._thread.ident is None:  # not started yet
+            self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()  # returns once the loop has seen the request
+        started = self._thread.ident is not None
+        if started:
+            self._server.shutdown()  # returns once the loop has seen the request
         self._server.server_close()
-        self._thread.join(JOIN_SECONDS)
+        if started:
+            self._thread.join(JOIN_SECONDS)
 
 
 def _family(host: str, port: int) -> socket.AddressFamily:

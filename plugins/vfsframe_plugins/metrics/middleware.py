@@ -76,6 +76,10 @@ class MetricsMiddleware(Middleware):
         """The Prometheus text format of this registry (what GET /metrics answers)."""
         return generate_latest(self.registry)
 
+    def start(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.start()
+
     def close(self) -> None:
         if self._endpoint is not None:
             self._endpoint.close()

@@ -104,6 +104,12 @@ class OverlayBackend(Backend):
         self._gone_names: dict[tuple[int, int], int] = {}
         self._work_names = itertools.count()
 
+    def start(self) -> None:
+        for layer in self.layers:
+            start = getattr(layer.chain, "start", None)
+            if start is not None:
+                start()
+
     def close(self) -> None:
         for layer in self.layers:
             close = getattr(layer.chain, "close", None)

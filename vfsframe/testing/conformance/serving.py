@@ -36,6 +36,7 @@ def served(layer: str, share: Any) -> Iterator[Driver]:
     if layer == "inprocess":
         chain = build_chain(share.backend, share.middleware)
         try:
+            chain.start()
             yield ChainDriver(chain)
         finally:
             chain.close()
@@ -52,6 +53,7 @@ def served(layer: str, share: Any) -> Iterator[Driver]:
             layer, share, str(mountpoint), MountOptions.parse("default_permissions")
         )
         try:
+            chain.start()
             mount.mount()
             mount.start()
             try:
