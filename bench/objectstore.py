@@ -34,16 +34,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import drop_caches, timed, vfsframe_mount
+from vfsframe.testing.ports import free_port
 
 BLOCK = 1 << 20
 PART = 8 << 20
 BUCKET = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager

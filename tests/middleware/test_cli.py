@@ -3,7 +3,6 @@ the field's path; `vfsframe stats` prints a running share's metrics."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from tests.conftest import require_fuse
 from vfsframe.cli import main
 from vfsframe.config import load_config
 from vfsframe.testing.mount import mounted_share
+from vfsframe.testing.ports import free_port
 
 CHAIN = """
 [[share]]
@@ -51,12 +51,6 @@ def vfsframe(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vfsframe", *args], capture_output=True, text=True, timeout=60
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_check_prints_the_chain_outermost_first(tmp_path: Path) -> None:

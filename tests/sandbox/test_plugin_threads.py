@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,17 +17,12 @@ from pathlib import Path
 import pytest
 
 from vfsframe.sandbox import capabilities
+from vfsframe.testing.ports import free_port
 from vfsframe.testing.virtio_driver import TestFrontEnd
 
 from .servers import PASSTHROUGH_CAPS
 
 CLI = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.exit(main())"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

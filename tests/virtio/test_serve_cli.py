@@ -86,6 +86,23 @@ def mount_handshake(fe: TestFrontEnd) -> None:
     assert stat.S_ISDIR(mode)
 
 
+def connect_once(sock: Path) -> None:
+    """A front-end connects, does the mount handshake and goes."""
+    fe = TestFrontEnd(socket_path=sock)
+    try:
+        mount_handshake(fe)
+    finally:
+        fe.close()
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
+    """Stop the server with ``sig``; it must exit 0. Its stderr."""
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
 def test_print_capabilities() -> None:
     out = subprocess.run([*CLI, "serve", "--print-capabilities"], capture_output=True,
                          text=True, check=True)  # fmt: skip
@@ -97,14 +114,8 @@ def test_serve_reconnect_and_clean_stop(tmp_path, serve) -> None:
     proc = serve(str(config(tmp_path)))
     wait_for(sock, proc)
     for _ in range(2):  # the second front-end finds a reset session (INIT accepted again)
-        fe = TestFrontEnd(socket_path=sock)
-        try:
-            mount_handshake(fe)
-        finally:
-            fe.close()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+        connect_once(sock)
+    err = stop(proc)
     assert not sock.exists()
     assert err.count("front-end connected") == 2
     assert err.count("disconnected") == 2
@@ -114,9 +125,7 @@ def test_serve_sigint_stops_cleanly(tmp_path, serve) -> None:
     sock = tmp_path / "data.sock"
     proc = serve(str(config(tmp_path)))
     wait_for(sock, proc)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    stop(proc, signal.SIGINT)
     assert not sock.exists()
 
 
@@ -142,15 +151,8 @@ def test_sandboxed_serve_removes_a_socket_beside_its_share(var_tmp_path, serve) 
     )
     proc = serve(str(conf), "--sandbox", "namespace")
     wait_for(sock, proc)
-    fe = TestFrontEnd(socket_path=sock)
-    try:
-        mount_handshake(fe)
-    finally:
-        fe.close()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err
+    connect_once(sock)
+    assert "Traceback" not in stop(proc)
     assert not sock.exists()
 
 
@@ -159,14 +161,8 @@ def test_socket_path_and_share_options(tmp_path, serve) -> None:
     proc = serve(str(config(tmp_path, with_socket=False)), "--share", "data",
                  "--socket-path", str(sock))  # fmt: skip
     wait_for(sock, proc)
-    fe = TestFrontEnd(socket_path=sock)
-    try:
-        mount_handshake(fe)
-    finally:
-        fe.close()
-    proc.terminate()
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    connect_once(sock)
+    stop(proc)
 
 
 def test_inherited_listening_fd(tmp_path, serve) -> None:
@@ -177,14 +173,8 @@ def test_inherited_listening_fd(tmp_path, serve) -> None:
     fd = listener.fileno()
     proc = serve(str(config(tmp_path, with_socket=False)), "--fd", str(fd), pass_fds=(fd,))
     listener.close()  # the server holds its own copy now
-    fe = TestFrontEnd(socket_path=sock_path)
-    try:
-        mount_handshake(fe)
-    finally:
-        fe.close()
-    proc.terminate()
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    connect_once(sock_path)
+    stop(proc)
 
 
 def test_share_without_socket_is_refused(tmp_path, serve) -> None:
@@ -209,9 +199,7 @@ def test_stale_socket_is_replaced_but_a_regular_file_is_not(tmp_path, serve) -> 
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
     fe.close()
-    proc.terminate()
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    stop(proc)
     sock.write_text("precious")
     proc = serve(str(config(tmp_path)))
     _, err = proc.communicate(timeout=30)
