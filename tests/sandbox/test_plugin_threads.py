@@ -3,6 +3,7 @@ start after the drop (in `start()`), and one started while building is refused."
 
 from __future__ import annotations
 
+import _thread
 import shutil
 import signal
 import subprocess
@@ -99,3 +100,23 @@ def test_a_thread_started_while_building_is_refused() -> None:
         release.set()
         early.join()
     assert "started-too-early" not in capabilities.other_threads()
+
+
+def test_a_thread_python_does_not_list_is_refused_too() -> None:
+    """A thread started below `threading` (as a C library would start one) is not in
+    threading.enumerate(); the kernel's task list still shows it."""
+    release = _thread.allocate_lock()
+    release.acquire()
+    running = threading.Event()
+
+    def hold() -> None:
+        running.set()
+        release.acquire()
+
+    _thread.start_new_thread(hold, ())
+    running.wait(5)
+    try:
+        with pytest.raises(capabilities.ThreadsBeforeSandbox, match="not started by Python"):
+            capabilities.refuse_other_threads()
+    finally:
+        release.release()

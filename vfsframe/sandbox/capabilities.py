@@ -8,6 +8,7 @@ exec could get them back, and no_new_privs stops setuid binaries and file capabi
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from collections.abc import Iterable
 
@@ -76,9 +77,16 @@ class ThreadsBeforeSandbox(ValueError):
 
 
 def other_threads() -> list[str]:
-    """Threads other than this one: they would keep the capabilities this one drops."""
+    """Threads other than this one: they would keep the capabilities this one drops. The
+    kernel's count (/proc/self/task) includes threads a C library started, which Python's
+    list does not; those are named by number."""
     me = threading.current_thread()
-    return [t.name for t in threading.enumerate() if t is not me]
+    named = [t.name for t in threading.enumerate() if t is not me and t.is_alive()]
+    try:
+        unnamed = len(os.listdir("/proc/self/task")) - 1 - len(named)
+    except OSError:  # no /proc: Python's own list is all there is
+        unnamed = 0
+    return named + [f"a thread not started by Python ({n + 1})" for n in range(max(unnamed, 0))]
 
 
 def refuse_other_threads() -> None:
