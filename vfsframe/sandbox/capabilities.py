@@ -1,8 +1,9 @@
 """Dropping every capability the shares do not need, and setting no_new_privs.
 
 Capabilities are per thread: the drop must happen before the server starts its threads, and
-the sandbox refuses to enter while another thread runs (``refuse_other_threads``). The bounding set is emptied of the rest too, so not even an
-exec could get them back, and no_new_privs stops setuid binaries and file capabilities.
+the sandbox refuses to enter while another thread runs (``refuse_other_threads``). The
+bounding set is emptied of the rest too, so not even an exec could get them back, and
+no_new_privs stops setuid binaries and file capabilities.
 """
 
 from __future__ import annotations

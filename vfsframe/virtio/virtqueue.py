@@ -35,7 +35,7 @@ DESC_F_WRITE = 2
 DESC_F_INDIRECT = 4
 AVAIL_F_NO_INTERRUPT = 1
 MAX_QUEUE_SIZE = 32768
-# Indirect tables at least this long are read in one go (VirtQueue._flat_table); below it the
+# Indirect tables at least this long are read in one go (_flat_table); below that the
 # descriptor-by-descriptor walk is as quick.
 FLAT_TABLE_MIN = 8
 _CHAINED_FLAGS = frozenset((DESC_F_NEXT, DESC_F_NEXT | DESC_F_WRITE))
@@ -121,9 +121,10 @@ class _Runs:
 def _flat_table(head: int, memory: GuestMemory, table: memoryview) -> Chain | None:
     """The chain an indirect table describes when it is the plain kind every guest driver
     writes: descriptor i continues at i + 1, readable buffers then writable ones, none empty,
-    each run of neighbouring buffers inside one memory region. Read with a handful of C-level list operations instead of a
-    Python step per descriptor (a 1 MiB READ or WRITE has 256). None for any other table:
-    the descriptor-by-descriptor walk then serves it and judges what is wrong with it."""
+    each run of neighbouring buffers inside one memory region. Read with a handful of
+    C-level list operations instead of a Python step per descriptor (a 1 MiB READ or WRITE
+    has 256). None for any other table: the descriptor-by-descriptor walk then serves it and
+    judges what is wrong with it."""
     raw = memoryview(bytes(table))  # one read of guest memory: no check-then-use
     count = len(raw) // 16
     addrs = raw.cast("Q")[0::2].tolist()
