@@ -165,7 +165,9 @@ class VfsframePassthrough(Server):
         args: Sequence[str] = (),
         owner: int | None = None,
         log_level: str = "info",
+        middleware: str = "",
     ) -> None:
+        """`middleware`: the share's middleware list as TOML, e.g. '{ type = "log" }'."""
         super().__init__(workdir, tag)
         self.request_queues = request_queues
         self.args = tuple(args)
@@ -177,7 +179,7 @@ class VfsframePassthrough(Server):
         self.config = workdir / f"{self.name}.toml"
         self.config.write_text(
             f'[[share]]\ntag = "{tag}"\nsocket = "{self.socket}"\n'
-            f'request_queues = {request_queues}\ncache = "auto"\n'
+            f'request_queues = {request_queues}\ncache = "auto"\nmiddleware = [{middleware}]\n'
             f'[share.backend]\ntype = "passthrough"\nroot = "{self.source}"\n'
         )
 

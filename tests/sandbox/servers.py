@@ -27,9 +27,10 @@ class SandboxedPassthrough(VfsframePassthrough):
         tag: str = "data",
         request_queues: int = 2,
         owner: int | None = None,
+        middleware: str = "",
     ) -> None:
         args = ("--sandbox", sandbox, "--seccomp", seccomp, *extra)
-        super().__init__(workdir, tag, request_queues, args, owner)
+        super().__init__(workdir, tag, request_queues, args, owner, middleware=middleware)
         self.sandbox, self.seccomp = sandbox, seccomp
 
     def serving_pid(self) -> int:

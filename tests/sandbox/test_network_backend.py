@@ -7,18 +7,17 @@ import json
 import signal
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
+from tests.guest.servers import SERVE
 from tests.virtio.test_serve_cli import FUSE_INIT, INIT_IN, fuse_call, wait_for
 from vfsframe.testing.virtio_driver import TestFrontEnd
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
-CLI = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.exit(main())"]
 FUSE_MKDIR = 9
 MKDIR_IN = struct.Struct("<II")  # mode, umask
 
@@ -43,7 +42,7 @@ def test_s3_store_reaches_its_endpoint_from_the_sandbox(tmp_path, endpoint) -> N
     config = tmp_path / "s3.json"
     config.write_text(json.dumps({"share": [{"tag": "s3", "socket": str(sock), "backend": {
         "type": "objectstore", "store": store}}]}))  # fmt: skip
-    proc = subprocess.Popen([*CLI, "serve", str(config), "--sandbox", "namespace",
+    proc = subprocess.Popen([*SERVE, "serve", str(config), "--sandbox", "namespace",
                              "--seccomp", "kill"], stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         wait_for(sock, proc)

@@ -10,14 +10,13 @@ from typing import Literal
 
 import pytest
 
+from tests.guest.servers import SERVE
 from vfsframe.config.loader import ConfigError, validate_config
 from vfsframe.config.models import ConfigModels
 from vfsframe.plugin import PluginConfig, PluginRegistry, PluginType, default_registry
 from vfsframe.sandbox import IdMapping, SandboxNeeds, UndeclaredNeeds, make_plan, share_needs
 from vfsframe.sandbox.idmap import map_text
 from vfsframe.sandbox.syscalls import NETWORK
-
-CLI = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.exit(main())"]
 
 
 def config(backend: dict, **server) -> object:
@@ -149,7 +148,7 @@ def test_check_prints_the_plan(tmp_path) -> None:
     path.write_text(
         f'[[share]]\ntag = "t"\n[share.backend]\ntype = "passthrough"\nroot = "{tmp_path}"\n'
     )
-    out = subprocess.run([*CLI, "check", str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run([*SERVE, "check", str(path)], capture_output=True, text=True, check=True)
     assert "sandbox: namespace" in out.stdout
     assert "namespaces: mount, pid, ipc, uts, net" in out.stdout
     assert f"rw    {tmp_path}  (declared read-write)" in out.stdout

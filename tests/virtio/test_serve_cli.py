@@ -10,7 +10,6 @@ import socket
 import stat
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -19,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.guest.servers import SERVE
 from vfsframe.testing.virtio_driver import TestFrontEnd
 
-CLI = [sys.executable, "-c", "import sys; from vfsframe.cli import main; sys.exit(main())"]
 IN_HEADER = struct.Struct("<IIQQIIII")
 OUT_HEADER = struct.Struct("<IiQ")
 INIT_IN = struct.Struct("<IIII")  # major, minor, max_readahead, flags
@@ -53,7 +52,7 @@ def serve(tmp_path: Path) -> Iterator:
     procs: list[subprocess.Popen] = []
 
     def start(*args: str, **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen([*CLI, "serve", *args], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([*SERVE, "serve", *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
         procs.append(proc)
         return proc
@@ -104,7 +103,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
 
 
 def test_print_capabilities() -> None:
-    out = subprocess.run([*CLI, "serve", "--print-capabilities"], capture_output=True,
+    out = subprocess.run([*SERVE, "serve", "--print-capabilities"], capture_output=True,
                          text=True, check=True)  # fmt: skip
     assert json.loads(out.stdout) == {"type": "fs"}
 
@@ -210,7 +209,7 @@ def test_stale_socket_is_replaced_but_a_regular_file_is_not(tmp_path, serve) -> 
 
 def test_qemu_args(tmp_path) -> None:
     cfg = config(tmp_path, queues=4)
-    out = subprocess.run([*CLI, "qemu-args", str(cfg), "--memory", "1G"], capture_output=True,
+    out = subprocess.run([*SERVE, "qemu-args", str(cfg), "--memory", "1G"], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     assert "memory-backend-memfd,id=mem,size=1G,share=on" in out
     assert "-numa node,memdev=mem" in out
