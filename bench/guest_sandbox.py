@@ -23,7 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import VfsframePassthrough
 
-from bench.guest_virtio import CPU_NOTE, DIGITS, UNITS, run_once, workload_arguments
+from bench.guest_virtio import (
+    CPU_NOTE,
+    UNITS,
+    figure_text,
+    figures_line,
+    run_once,
+    workload_arguments,
+)
 from vfsframe.testing.guestvm import fetch_kernel
 
 MODES = {
@@ -59,7 +66,7 @@ def main() -> int:
                 for key, value in this[mode].items():
                     samples[mode].setdefault(key, []).append(value)
                 print(f"  round {round_ + 1} sandbox {mode}: "
-                      + ", ".join(f"{k} {v:,.{DIGITS.get(UNITS[k], 0)}f}" for k, v in this[mode].items()), flush=True)  # fmt: skip
+                      + figures_line(this[mode]), flush=True)  # fmt: skip
             for key in this["on"]:
                 ratios.setdefault(key, []).append(this["on"][key] / this["off"][key])
     finally:
@@ -68,8 +75,8 @@ def main() -> int:
     for workload, unit in UNITS.items():
         off, on = (statistics.median(samples[m][workload]) for m in ("off", "on"))
         ratio = statistics.median(ratios[workload])
-        digits = DIGITS.get(unit, 0)
-        print(f"{workload:<13} {unit:<6}{off:>12,.{digits}f}{on:>12,.{digits}f}{ratio:>9.3f}")
+        off_text, on_text = figure_text(workload, off), figure_text(workload, on)
+        print(f"{workload:<13} {unit:<6}{off_text:>12}{on_text:>12}{ratio:>9.3f}")
     print("(on/off: median of the per-round ratios; 1.000 = no cost, 0.950 = 5% slower)")
     print(CPU_NOTE)
     return 0

@@ -102,6 +102,15 @@ CPU_NOTE = (
 )
 
 
+def figure_text(workload: str, value: float) -> str:
+    """A figure as the tables print it: whole numbers, the server's CPU seconds in tenths."""
+    return f"{value:,.{DIGITS.get(UNITS[workload], 0)}f}"
+
+
+def figures_line(figures: dict[str, float]) -> str:
+    return ", ".join(f"{workload} {figure_text(workload, v)}" for workload, v in figures.items())
+
+
 def queue_counts(server: Server) -> str:
     served = re.findall(r"requests served: ([^)]*)\)", server.log())
     return served[-1] if served else ""
@@ -196,9 +205,7 @@ def main() -> int:
                 counts = queue_counts(server)
                 print(
                     f"  round {round_ + 1} {name}: "
-                    + ", ".join(
-                        f"{k} {v:,.{DIGITS.get(UNITS[k], 0)}f}" for k, v in this[name].items()
-                    )
+                    + figures_line(this[name])
                     + (f"  [served {counts}]" if counts else ""),
                     flush=True,
                 )
@@ -211,8 +218,9 @@ def main() -> int:
     head = f"\n{'workload':<13} {'unit':<6}" + "".join(f"{n:>15}" for n in names)
     print(head + "".join(f"{n.split()[-1] + '/C':>10}" for n in names[1:]))
     for workload, unit in UNITS.items():
-        digits = DIGITS.get(unit, 0)
-        values = "".join(f"{statistics.median(samples[n][workload]):>15,.{digits}f}" for n in names)
+        values = "".join(
+            f"{figure_text(workload, statistics.median(samples[n][workload])):>15}" for n in names
+        )
         quoted = "".join(f"{statistics.median(ratios[n][workload]):>10.2f}" for n in names[1:])
         print(f"{workload:<13} {unit:<6}{values}{quoted}")
     print("(ratios: median over rounds of the per-round ratio vfsframe/virtiofsd)")

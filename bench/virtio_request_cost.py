@@ -11,12 +11,12 @@ for small metadata requests (`meta`: GETATTR of the root and LOOKUP of an existi
 alternating: the engine's own overhead in the guest benchmarks' metadata workloads), for
 1 MiB WRITEs given as 256 page descriptors in an indirect table (`write`), as a guest's page
 cache sends them, and for 1 MiB READs answered into 256 such pages (`read`, of a sparse file:
-the host's copy of zeroes, without a disk under it). A TCG
-guest makes those benchmarks noisy (the guest's vCPUs compete with the server for the same
-cores); this one isolates the server. To see where the time goes, run py-spy on the server
-while it runs (`py-spy record --gil -p PID`: the worker threads, not just the main one).
+the host's copy of zeroes, without a disk under it). A TCG guest makes those benchmarks
+noisy (the guest's vCPUs compete with the server for the same cores); this one isolates the
+server. To see where the time goes, run py-spy on the server while it runs
+(`py-spy record --gil -p PID`: the worker threads, not just the main one).
 
-Run as root:  .venv/bin/python bench/virtio_request_cost.py [--workload meta write]
+Run as root:  .venv/bin/python bench/virtio_request_cost.py [--workload meta write read]
                  [--requests 20000] [--inflight 1 4] [--repeat 3]
 """
 
@@ -68,14 +68,14 @@ class Driver:
         # guest's page cache gives neighbours only some of the time.
         base = (fe.alloc(PAGE * (2 * PAGES + 1)) + PAGE - 1) & ~(PAGE - 1)
         self.pages = [(base + 2 * i * PAGE, PAGE) for i in range(PAGES)]
-        self.write_pages = PAGES  # lowered to the server's max_write after INIT
+        self.data_pages = PAGES  # lowered to the server's max_write after INIT
         self.by_head: dict[int, int] = {}
 
     def submit(self, slot: int, opcode: int, nodeid: int, body: bytes, payload: str = "") -> None:
         """Queue a request; `payload` "in" sends the data pages after it (WRITE), "out" gives
         them as room for the reply's data (READ)."""
         self.unique += 1
-        pages = self.pages[: self.write_pages] if payload else []
+        pages = self.pages[: self.data_pages] if payload else []
         data = PAGE * len(pages) if payload == "in" else 0
         size = IN_HEADER.size + len(body)
         req = IN_HEADER.pack(size + data, opcode, self.unique, nodeid, 0, 0, 1, 0) + body
@@ -157,7 +157,7 @@ def data_requests(
 
     def start(driver: Driver) -> tuple[Sender, float]:
         nodeid, fh = create_big_file(driver)
-        size = PAGE * driver.write_pages
+        size = PAGE * driver.data_pages
 
         def send(slot: int, sent: int) -> None:
             args = body.pack(fh, sent * size % WRITE_SPAN, size, 0, 0, os.O_RDWR, 0)
@@ -184,7 +184,7 @@ def measure(server: Server, workload: str, requests: int, inflight: int) -> tupl
         flags = abi.InitFlag.BIG_WRITES | abi.InitFlag.MAX_PAGES  # as a Linux guest asks
         init = abi.INIT_IN.pack(7, 31, 1 << 17, flags)
         max_write = abi.INIT_OUT.unpack(driver.call(abi.Opcode.INIT, 0, init, abi.INIT_OUT.size))[6]
-        driver.write_pages = min(PAGES, max_write // PAGE)
+        driver.data_pages = min(PAGES, max_write // PAGE)
         send, units = WORKLOADS[workload][0](driver)
         cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()  # type: ignore[union-attr]
         for sent in range(inflight):
