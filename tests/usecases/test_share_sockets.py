@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.virtio.test_serve_cli import CLI, fuse_call, mount_handshake, serve, wait_for
+from tests.guest.servers import SERVE
+from tests.virtio.test_serve_cli import fuse_call, mount_handshake, serve, wait_for
 from vfsframe.config import ConfigError
 from vfsframe.config.loader import validate_config
 from vfsframe.testing.virtio_driver import TestFrontEnd
@@ -81,7 +82,7 @@ def _config_file(tmp_path: Path) -> Path:
 
 
 def test_qemu_args_prints_a_block_per_guest(tmp_path: Path) -> None:
-    out = subprocess.run([*CLI, "qemu-args", str(_config_file(tmp_path)), "--format", "qemu"],
+    out = subprocess.run([*SERVE, "qemu-args", str(_config_file(tmp_path)), "--format", "qemu"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     first, second = out.split("# guest 2 of 2\n")
     assert first.startswith("# guest 1 of 2\n")
@@ -93,7 +94,7 @@ def test_qemu_args_prints_a_block_per_guest(tmp_path: Path) -> None:
 
 
 def test_check_names_every_socket(tmp_path: Path) -> None:
-    out = subprocess.run([*CLI, "check", str(_config_file(tmp_path))],
+    out = subprocess.run([*SERVE, "check", str(_config_file(tmp_path))],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert f"sockets={tmp_path / 'a.sock'}, {tmp_path / 'b.sock'} (one guest each)" in out
 
