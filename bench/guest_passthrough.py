@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
 
-from servers import ReferenceVirtiofsd, Server, VfsframePassthrough
+from servers import ReferenceVirtiofsd, Server, VfsframePassthrough, restart
 
 from bench.common import drop_caches
 from vfsframe.testing.guestvm import Share, fetch_kernel, run_guest
@@ -56,7 +56,8 @@ def run_once(server: Server, workdir: Path, kernel: Path, mib: int, files: int) 
         drop_caches()
         script = f"TAG=data\nMIB={mib}\nFILES={files}\n{GUEST_SCRIPT}"
         share = Share("data", server.socket, server.request_queues)
-        result = run_guest(script, [share], workdir / "vm", timeout=900, kernel=kernel)  # type: ignore[arg-type]
+        result = run_guest(script, [share], workdir / "vm", timeout=900,
+                           before_retry=lambda: restart(server), kernel=kernel)  # type: ignore[arg-type]  # fmt: skip
     finally:
         server.stop()
     if not result.finished or result.failed():

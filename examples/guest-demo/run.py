@@ -143,7 +143,7 @@ class Server:
 
 def run_command(vm: GuestVM, timeout: float) -> int:
     """Boot, stream the command's output from the serial console, return its status."""
-    vm.start()
+    vm.boot()
     deadline = time.monotonic() + timeout
     printed = 0  # console lines already handled
     inside = False

@@ -32,23 +32,21 @@ def workload(tag: str) -> str:
 WORKLOAD_TIMEOUT = 300.0
 
 
+def restart(server: Server) -> None:
+    """A fresh server process on the same socket (the reference exits with its front-end)."""
+    server.stop()
+    server.socket.unlink(missing_ok=True)
+    server.start()
+
+
 def boot_workload(server: Server, workdir: Path, kernel: Path) -> GuestResult:
-    """Boot a guest that runs the filesystem workload on ``server``'s share. A guest kernel
-    that dies in early boot, before the workload starts, is booted once more against a
-    restarted server (the reference exits with its front-end), and says so on stderr."""
+    """Boot a guest that runs the filesystem workload on ``server``'s share; a boot that dies
+    before /init runs is tried again against a restarted server (GuestVM.boot)."""
     share = Share(server.tag, server.socket, server.request_queues)
     result = run_guest(
-        workload(server.tag), [share], workdir, timeout=WORKLOAD_TIMEOUT, kernel=kernel
-    )  # type: ignore[arg-type]
-    if result.crashed_before_script:
-        print(f"guest kernel panicked in early boot; booting again:\n{result.serial[-800:]}",
-              file=sys.stderr)  # fmt: skip
-        server.stop()
-        server.socket.unlink(missing_ok=True)
-        server.start()
-        result = run_guest(
-            workload(server.tag), [share], workdir, timeout=WORKLOAD_TIMEOUT, kernel=kernel
-        )  # type: ignore[arg-type]
+        workload(server.tag), [share], workdir, timeout=WORKLOAD_TIMEOUT,
+        before_retry=lambda: restart(server), kernel=kernel,
+    )  # type: ignore[arg-type]  # fmt: skip
     assert result.finished, (
         f"guest did not finish:\n{result.serial[-3000:]}\n{server.log()[-3000:]}"
     )

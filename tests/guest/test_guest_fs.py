@@ -146,7 +146,7 @@ def test_guest_vm_reports_failing_checks(kernel, tmp_path) -> None:
     # The harness itself: a failing check must come back as a failure, not vanish.
     script = "check good 'true'\ncheck bad 'echo boom; false'\nresult answer 42\n"
     vm = GuestVM(script, [], tmp_path, kernel=kernel)
-    vm.start()
+    vm.boot()
     result = vm.wait(120)
     assert result.checks == {"good": "ok", "bad": "fail boom|"}
     assert result.results == {"answer": "42"}

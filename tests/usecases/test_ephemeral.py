@@ -244,8 +244,8 @@ def outcome(kernel: Path, s3_endpoint: str, tmp_path_factory: pytest.TempPathFac
             memory_mb=256,
             kernel=kernel,
         )
-        vm.start()
         try:
+            vm.boot()
             result.reader = vm.wait(WAIT)
         finally:
             vm.kill()

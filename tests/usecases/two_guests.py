@@ -246,8 +246,8 @@ def run_two_guests(
             for g in ("A", "B")
         }  # fmt: skip
         try:
-            for vm in vms.values():
-                vm.start()
+            for g, vm in vms.items():
+                vm.boot(before_retry=lambda g=g: _restart_references(servers, g))
             _wait_for_both(vms)
             for g, vm in vms.items():
                 guests[g] = vm.wait(1.0)
@@ -255,6 +255,16 @@ def run_two_guests(
             for vm in vms.values():
                 vm.kill()
     return TwoGuestRun(guests, dirs, servers, statuses)
+
+
+def _restart_references(servers: list[ServerProcess], guest: str) -> None:
+    """The guest's C virtiofsd processes again: each exits with its front-end."""
+    for server in servers:
+        if server.name.startswith("virtiofsd-") and server.name.endswith(f"-{guest}"):
+            server.stop()
+            for sock in server.sockets:
+                sock.unlink(missing_ok=True)
+            server.start()
 
 
 def _wait_for_both(vms: dict[str, GuestVM], grace: float = 60.0) -> None:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,8 @@ KERNEL_PACKAGE = "linux-image-amd64"
 KERNEL_SUITE = "bookworm-backports"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 BOOT_TIMEOUT = 240.0
+# Boots tried when the guest kernel panics before /init runs (see GuestVM.boot).
+BOOT_ATTEMPTS = 3
 # no_timer_check: on a busy host a TCG guest can miss the IO-APIC timer check and panic.
 DEFAULT_KERNEL_ARGS = (
     "console=ttyS0 rdinit=/init quiet loglevel=1 panic=-1 oops=panic no_timer_check"
@@ -238,13 +240,6 @@ class GuestResult:
     def finished(self) -> bool:
         return "GUEST-DONE" in self.serial
 
-    @property
-    def crashed_before_script(self) -> bool:
-        """The guest kernel panicked before the script reported anything: under TCG an early
-        boot now and then dies in the emulator (e.g. an int3 oops while patching kernel
-        text), which says nothing about the file server."""
-        return "Kernel panic" in self.serial and not (self.checks or self.results)
-
     def failed(self) -> dict[str, str]:
         return {k: v for k, v in self.checks.items() if v != "ok"}
 
@@ -273,6 +268,7 @@ class GuestVM:
         cpus: int = 2,
         kernel: Path | None = None,
         kernel_args: str = DEFAULT_KERNEL_ARGS,
+        init_line: str = "GUEST-START",
     ) -> None:
         self.shares = list(shares)
         self.workdir = workdir
@@ -280,6 +276,7 @@ class GuestVM:
         self.cpus = cpus
         self.kernel = kernel or fetch_kernel()
         self.kernel_args = kernel_args
+        self.init_line = init_line  # the first line the guest's init prints
         workdir.mkdir(parents=True, exist_ok=True)
         # No script: no initramfs, the kernel mounts its root itself (e.g. root=TAG
         # rootfstype=virtiofs in kernel_args, see vfsframe.testing.rootfs).
@@ -288,6 +285,8 @@ class GuestVM:
         )
         self.serial_path = workdir / "serial.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.early_panics: list[str] = []  # the consoles of boots that died before init
+        self.started_at = 0.0  # time.monotonic() when QEMU last started
 
     def command(self) -> list[str]:
         if shutil.which(QEMU) is None:
@@ -313,10 +312,52 @@ class GuestVM:
 
     def start(self) -> None:
         self.serial_path.write_bytes(b"")
+        self.started_at = time.monotonic()
         log = open(self.workdir / "qemu.log", "wb")  # noqa: SIM115 - lives as long as QEMU
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
         log.close()
+
+    def boot(
+        self, attempts: int = BOOT_ATTEMPTS, before_retry: Callable[[], None] | None = None
+    ) -> None:
+        """Start QEMU and wait until the guest's init prints its first line. Under TCG a guest
+        kernel now and then dies in early boot (an int3 oops while patching its own text,
+        seen in the initcalls), which says nothing of the file servers: such a boot is tried
+        again, up to `attempts` boots in all, calling `before_retry` first (a server that
+        exits with its front-end, like the C virtiofsd, must be restarted). Any other panic
+        is the test's to judge, as is a last boot that panicked too."""
+        for attempt in range(1, attempts + 1):
+            self.start()
+            if not self._panicked_before_init():
+                return
+            serial = self.serial()
+            self.early_panics.append(serial)
+            if attempt == attempts:
+                return
+            print(f"guest kernel panicked in early boot (boot {attempt} of {attempts}); "
+                  f"booting again:\n{serial[-800:]}", file=sys.stderr)  # fmt: skip
+            self.kill()
+            if before_retry is not None:
+                before_retry()
+
+    def _panicked_before_init(self) -> bool:
+        """Whether the kernel panicked in early boot; waits for that or init's first line.
+        With an initramfs no share is touched before init runs. A kernel that mounts its
+        root from a share does so after its initcalls, so there only a panic raised inside
+        them counts."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            exited = self.proc is not None and self.proc.poll() is not None
+            serial = self.serial()  # read after the poll: an exited QEMU wrote all of it
+            if self.init_line in serial:
+                return False
+            if "Kernel panic" in serial:
+                return self.initramfs is not None or "do_one_initcall" in serial
+            if exited:
+                return False
+            time.sleep(0.1)
+        return False
 
     def serial(self) -> str:
         try:
@@ -363,12 +404,13 @@ def run_guest(
     shares: Sequence[Share],
     workdir: Path,
     timeout: float = BOOT_TIMEOUT,
+    before_retry: Callable[[], None] | None = None,
     **kwargs: int,
 ) -> GuestResult:
-    """Boot, run script, power off; the parsed serial console."""
+    """Boot (see GuestVM.boot), run script, power off; the parsed serial console."""
     vm = GuestVM(script, shares, workdir, **kwargs)  # type: ignore[arg-type]
-    vm.start()
     try:
+        vm.boot(before_retry=before_retry)
         return vm.wait(timeout)
     finally:
         vm.kill()
@@ -376,10 +418,10 @@ def run_guest(
 
 @contextlib.contextmanager
 def booted(script: str, shares: Sequence[Share], workdir: Path, **kwargs: int) -> Iterator[GuestVM]:
-    """A started VM that is killed on exit, whatever happened."""
+    """A booted VM (see GuestVM.boot) that is killed on exit, whatever happened."""
     vm = GuestVM(script, shares, workdir, **kwargs)  # type: ignore[arg-type]
-    vm.start()
     try:
+        vm.boot()
         yield vm
     finally:
         vm.kill()

@@ -21,7 +21,7 @@ from vfsframe.testing.guestvm import GuestResult, GuestVM, Share, parse_serial
 # Where the workload goes in the guest's tree, and the script the kernel runs as init.
 WORKLOAD_DIR = "vfsframe"
 INIT = f"/{WORKLOAD_DIR}/init.sh"
-FIRST_MARKER = r"^ROOTFS-INIT"
+FIRST_LINE = "ROOTFS-INIT"
 
 
 def kernel_args(root_tag: str) -> str:
@@ -76,14 +76,13 @@ def boot_from_share(
     `install_workload`) and `extra` shares attached; wait for the power-off."""
     vm = GuestVM(
         None, [root, *extra], workdir, memory_mb=memory_mb, cpus=cpus, kernel=kernel,
-        kernel_args=kernel_args(root.tag),
+        kernel_args=kernel_args(root.tag), init_line=FIRST_LINE,
     )  # fmt: skip
-    start = time.monotonic()
-    vm.start()
     try:
-        reached = vm.wait_for(FIRST_MARKER, timeout)
-        boot = time.monotonic() - start if reached else None
-        remaining = max(timeout - (time.monotonic() - start), 1.0)
+        vm.boot()
+        reached = vm.wait_for(f"^{FIRST_LINE}", timeout)
+        boot = time.monotonic() - vm.started_at if reached else None
+        remaining = max(timeout - (time.monotonic() - vm.started_at), 1.0)
         guest = vm.wait(remaining)
     finally:
         vm.kill()
