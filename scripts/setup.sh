@@ -11,6 +11,7 @@ apt_packages=(
     bindfs            # the C FUSE server the benchmarks compare against
     libseccomp2       # vfsframe serve's syscall filter (docs/security.md)
     python3-venv
+    gcc python3-dev   # builds the C split-ring module (vfsframe/virtio/_split_ring.c)
 )
 if [ "$(id -u)" -eq 0 ]; then
     apt-get update -q

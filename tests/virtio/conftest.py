@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from vfsframe.virtio._split_ring import SplitRing
 
 from vfsframe.testing.virtio_driver import TestFrontEnd
+from vfsframe.virtio import virtqueue
 from vfsframe.virtio.device import VhostUserFsDevice
+from vfsframe.virtio.split_ring import PyRing
 
 from .stub_session import StubSession
+
+
+@pytest.fixture(params=[SplitRing, PyRing], ids=["c-ring", "py-ring"])
+def ring_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
+    """Serve the queues with each ring implementation in turn (modules opt in)."""
+    monkeypatch.setattr(virtqueue, "RING_IMPLEMENTATION", request.param)
+    return request.param
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import logging
 import os
 import time
 
+import pytest
+
 from vfsframe.testing.virtio_driver import REGIONS, MiB, TestFrontEnd
 from vfsframe.virtio import protocol as p
 from vfsframe.virtio.device import PROTOCOL_FEATURES, VIRTIO_FEATURES
@@ -14,6 +16,8 @@ from vfsframe.virtio.device import PROTOCOL_FEATURES, VIRTIO_FEATURES
 from .stub_session import IN_HEADER, OP_FORGET, OP_SLOW, OUT_HEADER, StubSession, in_request
 
 OP_GETATTR = 3
+
+pytestmark = pytest.mark.usefixtures("ring_implementation")
 
 
 def roundtrip(

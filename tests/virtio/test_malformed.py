@@ -16,13 +16,15 @@ import pytest
 
 from vfsframe.testing.virtio_driver import GUARD_OFFSET, TestFrontEnd
 from vfsframe.virtio import protocol as p
+from vfsframe.virtio.descriptors import DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE
 from vfsframe.virtio.device import VIRTIO_FEATURES
-from vfsframe.virtio.virtqueue import DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE
 
 from .stub_session import OUT_HEADER, in_request
 
 OP_GETATTR = 3
 OUTSIDE = GUARD_OFFSET + 4096  # inside the memfd, but never given to the device
+
+pytestmark = pytest.mark.usefixtures("ring_implementation")
 
 
 @pytest.fixture

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from vfsframe.testing.virtio_driver import TestFrontEnd
 
 from .stub_session import OP_SLOW, OUT_HEADER, StubSession, in_request
 
 OP_GETATTR = 3
+
+pytestmark = pytest.mark.usefixtures("ring_implementation")
 
 
 def submit(fe: TestFrontEnd, opcode: int, unique: int) -> tuple[int, int]:

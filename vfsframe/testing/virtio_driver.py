@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 
 from vfsframe.virtio import protocol as p
+from vfsframe.virtio.descriptors import DESC, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE
 from vfsframe.virtio.device import VhostUserFsDevice
-from vfsframe.virtio.virtqueue import DESC, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE
 
 MiB = 1 << 20
 MEMFD_SIZE = 6 * MiB

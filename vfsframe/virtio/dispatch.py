@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from vfsframe.virtio.descriptors import Chain
 from vfsframe.virtio.stallwatch import StallWatch
-from vfsframe.virtio.virtqueue import Chain, QueueBroken, VirtQueue
+from vfsframe.virtio.virtqueue import QueueBroken, VirtQueue
 
 log = logging.getLogger(__name__)
 

@@ -1,175 +1,59 @@
-"""Split virtqueues (virtio 1.1 section 2.6): walking descriptor chains and filling the used ring.
+"""Split virtqueues: the state vhost-user sets up (size, addresses, base index, fds), and the
+ring implementation that serves the data path once the queue is attached to guest memory.
 
-The guest owns these rings and may write anything into them at any time, so every descriptor
-is read exactly once (no check-then-use of guest memory), every index is bounded, and every
-buffer goes through GuestMemory's range checks. Faults are of two kinds:
-
-- a corrupt ring (index out of range, a loop, a nested or malformed indirect table): the queue
-  cannot be trusted any more, QueueBroken is raised and the device stops serving it;
-- a well-formed chain whose buffers are bad (outside guest RAM, readable after writable):
-  the chain is returned with `error` set so the device can answer it with an error and the
-  driver gets its descriptors back.
-
-Memory ordering: this is x86-64 (TSO), where stores are seen in program order and loads are
-not reordered with other loads, so the virtio read/write barriers are free. The one place a
-full barrier is needed is a store followed by a load of the other side's field (used index
-then used_event; avail_event then avail index): there we go through a lock operation, which
-is a locked instruction and therefore a full fence.
+Two implementations serve the data path with identical results: the C module _split_ring
+(the default) and split_ring.PyRing (the reference, used when the C module was not built,
+or when VFSFRAME_RING=python asks for it). A corrupt ring marks the queue broken and
+signals the front-end's error fd; the queue stays broken until it is set up again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import operator
+import logging
 import os
-import struct
 import threading
-from dataclasses import dataclass
-from itertools import compress
+from typing import Protocol
 
-from vfsframe.virtio.memory import GuestMemory, GuestMemoryError, MemoryRegion
+from vfsframe.virtio.descriptors import Chain, RingCorrupt
+from vfsframe.virtio.memory import GuestMemory, GuestMemoryError
+from vfsframe.virtio.split_ring import PyRing
 
-DESC = struct.Struct("<QIHH")  # addr, len, flags, next
-DESC_F_NEXT = 1
-DESC_F_WRITE = 2
-DESC_F_INDIRECT = 4
-AVAIL_F_NO_INTERRUPT = 1
+log = logging.getLogger(__name__)
+
 MAX_QUEUE_SIZE = 32768
-# Indirect tables at least this long are read in one go (_flat_table); below that the
-# descriptor-by-descriptor walk is as quick.
-FLAT_TABLE_MIN = 8
-_CHAINED_FLAGS = frozenset((DESC_F_NEXT, DESC_F_NEXT | DESC_F_WRITE))
-
-_fence_lock = threading.Lock()
 
 
-def full_fence() -> None:
-    """A full memory barrier: an uncontended lock acquire/release is a locked RMW on x86."""
-    with _fence_lock:
-        pass
+class Ring(Protocol):
+    """What both ring implementations offer (see split_ring.PyRing for each method)."""
+
+    @property
+    def last_avail(self) -> int: ...
+    @property
+    def used_idx(self) -> int: ...
+    def pop(self) -> Chain | None: ...
+    def push(self, head: int, length: int, call_fd: int) -> None: ...
+    def arm_kick(self) -> bool: ...
+    def pending(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+def _ring_implementation() -> type:
+    if os.environ.get("VFSFRAME_RING", "native") == "python":
+        return PyRing
+    try:
+        from vfsframe.virtio._split_ring import SplitRing
+    except ImportError as exc:
+        log.warning("the C ring module is not built (%s); serving rings in Python", exc)
+        return PyRing
+    return SplitRing
+
+
+RING_IMPLEMENTATION: type = _ring_implementation()
 
 
 class QueueBroken(Exception):
     """The ring itself is corrupt; the queue must not be served until it is set up again."""
-
-
-@dataclass(slots=True)
-class Chain:
-    """One available descriptor chain, its buffers as views into guest memory."""
-
-    head: int
-    readable: list[memoryview]
-    writable: list[memoryview]
-    error: str | None = None  # set when the chain is well formed but its buffers are not
-
-    @property
-    def size(self) -> int:
-        """Bytes in all its buffers, readable and writable."""
-        return sum(map(len, self.readable)) + sum(map(len, self.writable))
-
-    def release(self) -> None:
-        """Drop the views so a removed memory region can be unmapped."""
-        for v in self.readable:
-            v.release()
-        for v in self.writable:
-            v.release()
-        self.readable.clear()
-        self.writable.clear()
-
-
-class _Runs:
-    """Turns a chain's buffers into views, one view for each run of buffers that follow one
-    another in guest memory: a guest's pages often do, and every view costs the layers above
-    (and an iovec in preadv/pwritev). A buffer that does not lie in one region goes through
-    GuestMemory.gather, which checks it and may split it or refuse it."""
-
-    __slots__ = ("end", "memory", "out", "region", "start")
-
-    def __init__(self, memory: GuestMemory, out: list[memoryview]) -> None:
-        self.memory = memory
-        self.out = out
-        self.region: MemoryRegion | None = None  # of the run being extended
-        self.start = self.end = 0  # the run, as offsets into region.view
-
-    @property
-    def pending(self) -> bool:
-        return self.region is not None
-
-    def add(self, addr: int, length: int) -> None:
-        region = self.region
-        if region is not None:
-            if addr == region.guest_addr + self.end and addr + length <= region.guest_end:
-                self.end += length
-                return
-            self.flush()
-        if not length:
-            return
-        region = self.memory.region_containing(addr, length)
-        if region is None:
-            self.memory.gather(addr, length, self.out)  # spans regions, or raises
-            return
-        self.region = region
-        self.start = addr - region.guest_addr
-        self.end = self.start + length
-
-    def flush(self) -> None:
-        if self.region is not None:
-            self.out.append(self.region.view[self.start : self.end])
-            self.region = None
-
-
-def _flat_table(head: int, memory: GuestMemory, table: memoryview) -> Chain | None:
-    """The chain an indirect table describes when it is the plain kind every guest driver
-    writes: descriptor i continues at i + 1, readable buffers then writable ones, none empty,
-    each run of neighbouring buffers inside one memory region. Read with a handful of
-    C-level list operations instead of a Python step per descriptor (a 1 MiB READ or WRITE
-    has 256). None for any other table: the descriptor-by-descriptor walk then serves it and
-    judges what is wrong with it."""
-    raw = memoryview(bytes(table))  # one read of guest memory: no check-then-use
-    count = len(raw) // 16
-    addrs = raw.cast("Q")[0::2].tolist()
-    lengths = raw.cast("I")[2::4].tolist()
-    halves = raw.cast("H")
-    flags = halves[6::8].tolist()
-    if flags[-1] & ~DESC_F_WRITE or not _CHAINED_FLAGS.issuperset(flags[:-1]):
-        return None
-    if not all(map(operator.eq, halves[7::8].tolist(), range(1, count))) or 0 in lengths:
-        return None
-    split = count - flags.count(DESC_F_NEXT | DESC_F_WRITE) - (flags[-1] == DESC_F_WRITE)
-    if DESC_F_NEXT | DESC_F_WRITE in flags[:split]:
-        return None  # a readable buffer after a writable one
-    ends = list(map(operator.add, addrs, lengths))
-    readable = _joined_views(memory, addrs[:split], ends[:split])
-    writable = _joined_views(memory, addrs[split:], ends[split:])
-    if readable is None or writable is None:
-        return None
-    return Chain(head, readable, writable)
-
-
-def _joined_views(
-    memory: GuestMemory, addrs: list[int], ends: list[int]
-) -> list[memoryview] | None:
-    """One view per run of buffers that follow one another, as _Runs makes them; None if a
-    run is not inside one memory region."""
-    if not addrs:
-        return []
-    # A run starts where a buffer does not begin where the one before it ended.
-    cuts = list(compress(range(1, len(addrs)), map(operator.ne, addrs[1:], ends)))
-    views: list[memoryview] = []
-    region: MemoryRegion | None = None
-    for start, stop in zip([0, *cuts], [*cuts, len(addrs)], strict=True):
-        low, high = addrs[start], ends[stop - 1]
-        if region is None or low < region.guest_addr or high > region.guest_end:
-            region = memory.region_containing(low, high - low)
-            if region is None:
-                return None
-        views.append(region.view[low - region.guest_addr : high - region.guest_addr])
-    return views
-
-
-def need_event(event: int, new: int, old: int) -> bool:
-    """virtio's vring_need_event: did the used index cross `event` going from old to new?"""
-    return ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
 
 
 class VirtQueue:
@@ -181,8 +65,7 @@ class VirtQueue:
         self.size = 0
         self.desc_addr = self.avail_addr = self.used_addr = 0
         self.addresses_set = False
-        self.last_avail = 0  # next avail ring slot to read (SET/GET_VRING_BASE)
-        self.used_idx = 0
+        self._last_avail = 0  # next avail ring slot to read (SET/GET_VRING_BASE) when detached
         self.event_idx = False
         self.indirect = False
         self.enabled = True  # see VhostUserFsDevice._maybe_start
@@ -191,12 +74,8 @@ class VirtQueue:
         self.call_fd: int | None = None
         self.err_fd: int | None = None
         self.broken: str | None = None
+        self._ring: Ring | None = None
         self._lock = threading.Lock()
-        self._memory: GuestMemory | None = None
-        self._desc: memoryview | None = None
-        self._avail: memoryview | None = None  # as u16: flags, idx, ring[size], used_event
-        self._used16: memoryview | None = None  # as u16: flags, idx, ..., avail_event
-        self._used32: memoryview | None = None  # as u32: flags|idx, (id, len)[size]
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -212,118 +91,58 @@ class VirtQueue:
         self.desc_addr, self.avail_addr, self.used_addr = desc, avail, used
         self.addresses_set = True
 
+    @property
+    def last_avail(self) -> int:
+        ring = self._ring
+        return ring.last_avail if ring is not None else self._last_avail
+
+    @last_avail.setter
+    def last_avail(self, value: int) -> None:
+        if self._ring is not None:
+            raise ValueError(f"queue {self.index}: base index set while the ring runs")
+        self._last_avail = value
+
     def attach(self, memory: GuestMemory) -> None:
         """Map the rings (front-end virtual addresses) in memory. Raises GuestMemoryError."""
         size = self.size
         if not size or not self.addresses_set:
             raise GuestMemoryError(f"queue {self.index} has no size or addresses")
-        desc = memory.user_view(self.desc_addr, 16 * size)
-        avail = memory.user_view(self.avail_addr, 6 + 2 * size).cast("H")
-        used = memory.user_view(self.used_addr, 6 + 8 * size)
+        ring = RING_IMPLEMENTATION(
+            memory,
+            size,
+            memory.user_view(self.desc_addr, 16 * size),
+            memory.user_view(self.avail_addr, 6 + 2 * size),
+            memory.user_view(self.used_addr, 6 + 8 * size),
+            self._last_avail,
+            self.indirect,
+            self.event_idx,
+        )
         with self._lock:
-            self._memory = memory
-            self._desc = desc
-            self._avail = avail
-            self._used16 = used.cast("H")
-            self._used32 = used[: 4 + 8 * size].cast("I")
-            self.used_idx = self._used16[1]
+            self._ring = ring
             self.broken = None
 
     def detach(self) -> None:
         with self._lock:
-            self._memory = None
-            for view in (self._desc, self._avail, self._used16, self._used32):
-                if view is not None:
-                    view.release()
-            self._desc = self._avail = self._used16 = self._used32 = None
+            ring, self._ring = self._ring, None
+            if ring is not None:
+                self._last_avail = ring.last_avail
+                ring.close()
 
     @property
     def attached(self) -> bool:
-        return self._memory is not None
+        return self._ring is not None
 
-    # -- driver → device -----------------------------------------------------------------
+    # -- the data path -------------------------------------------------------------------
 
     def pop(self) -> Chain | None:
         """The next available chain, or None. Raises QueueBroken on a corrupt ring."""
-        avail = self._avail
-        if avail is None or self.broken:
+        ring = self._ring
+        if ring is None or self.broken:
             return None
-        size = self.size
-        pending = (avail[1] - self.last_avail) & 0xFFFF
-        if pending == 0:
-            return None
-        if pending > size:
-            raise self._break(f"avail index moved {pending} entries ahead of a {size}-entry ring")
-        head = avail[2 + self.last_avail % size]
-        self.last_avail = (self.last_avail + 1) & 0xFFFF
-        return self._walk(head)
-
-    def _walk(self, head: int) -> Chain:
-        size = self.size
-        memory = self._memory
-        table = self._desc
-        assert memory is not None and table is not None
-        if head >= size:
-            raise self._break(f"head index {head} outside a {size}-entry ring")
-        readable: list[memoryview] = []
-        writable: list[memoryview] = []
-        readable_runs = _Runs(memory, readable)
-        writable_runs = _Runs(memory, writable)
-        error: str | None = None
-        table_len = size
-        in_indirect = False
-        index = head
-        seen = 0
-        while True:
-            seen += 1
-            if seen > size:
-                raise self._break(f"chain from head {head} is longer than the queue (a loop?)")
-            addr, length, flags, nxt = DESC.unpack_from(table, 16 * index)
-            if flags & DESC_F_INDIRECT:
-                table = self._indirect_table(memory, head, addr, length, flags, in_indirect)
-                table_len = length // 16
-                if seen == 1 and table_len >= FLAT_TABLE_MIN:
-                    chain = _flat_table(head, memory, table)
-                    if chain is not None:
-                        return chain
-                in_indirect = True
-                index = 0
-                continue
-            # A bad buffer is skipped, not fatal: the rest are still gathered so the device
-            # can answer with an error header if the request header and reply space are fine.
-            try:
-                if flags & DESC_F_WRITE:
-                    writable_runs.add(addr, length)
-                elif writable or writable_runs.pending:
-                    error = error or "a device-readable buffer follows a device-writable one"
-                else:
-                    readable_runs.add(addr, length)
-            except GuestMemoryError as exc:
-                error = error or str(exc)
-            if not flags & DESC_F_NEXT:
-                break
-            if nxt >= table_len:
-                raise self._break(f"chain from head {head}: next index {nxt} out of range")
-            index = nxt
-        readable_runs.flush()
-        writable_runs.flush()
-        return Chain(head, readable, writable, error)
-
-    def _indirect_table(
-        self, memory: GuestMemory, head: int, addr: int, length: int, flags: int, nested: bool
-    ) -> memoryview:
-        if not self.indirect:
-            raise self._break(f"chain from head {head} uses an indirect table not negotiated")
-        if nested:
-            raise self._break(f"chain from head {head} nests an indirect table")
-        if flags & DESC_F_NEXT:
-            raise self._break(f"chain from head {head}: indirect descriptor also has NEXT")
-        if length == 0 or length % 16 or length // 16 > self.size:
-            raise self._break(f"chain from head {head}: indirect table of {length} bytes")
         try:
-            return memory.view(addr, length)
-        except GuestMemoryError as exc:
-            raise self._break(f"chain from head {head}: indirect table: {exc}") from exc
+            return ring.pop()
+        except RingCorrupt as exc:
+            raise self._break(str(exc)) from None
 
     def _break(self, why: str) -> QueueBroken:
         self.broken = why
@@ -334,55 +153,18 @@ class VirtQueue:
 
     def pending(self) -> bool:
         """Whether the driver has made chains available that are not popped yet."""
-        avail = self._avail
-        try:
-            return avail is not None and avail[1] != self.last_avail
-        except ValueError:
-            return False  # released by a concurrent detach
+        ring = self._ring
+        return ring is not None and ring.pending()
 
     def arm_kick(self) -> bool:
         """Ask the driver to kick for the next buffer; True if one arrived meanwhile, so the
         caller must keep popping instead of sleeping (the classic lost-wakeup window)."""
-        avail = self._avail
-        used16 = self._used16
-        if avail is None or used16 is None:
-            return False
-        if self.event_idx:
-            used16[2 + 4 * self.size] = self.last_avail
-            full_fence()
-        return avail[1] != self.last_avail
-
-    # -- device → driver -----------------------------------------------------------------
+        ring = self._ring
+        return ring is not None and ring.arm_kick()
 
     def push(self, head: int, length: int) -> None:
         """Return a chain with `length` bytes written, and interrupt the driver if it asked."""
-        with self._lock:
-            used32 = self._used32
-            used16 = self._used16
-            if used32 is None or used16 is None:
-                return  # the queue was stopped under us; the front-end reset it
-            old = self.used_idx
-            slot = old % self.size
-            used32[1 + 2 * slot] = head
-            used32[2 + 2 * slot] = length
-            new = (old + 1) & 0xFFFF
-            self.used_idx = new
-            # TSO: the element above is visible before this index store.
-            used16[1] = new
-        # Releasing the lock fenced the index store before the used_event load below.
-        self._notify(old, new)
-
-    def _notify(self, old: int, new: int) -> None:
-        avail = self._avail
-        call_fd = self.call_fd
-        if avail is None or call_fd is None:
-            return
-        try:
-            if self.event_idx:
-                if not need_event(avail[2 + self.size], new, old):
-                    return
-            elif avail[0] & AVAIL_F_NO_INTERRUPT:
-                return
-            os.eventfd_write(call_fd, 1)
-        except (OSError, ValueError):
-            pass  # the queue was stopped (views released, fd closed) under us
+        ring = self._ring
+        if ring is not None:
+            call_fd = self.call_fd
+            ring.push(head, length, -1 if call_fd is None else call_fd)
