@@ -12,7 +12,7 @@ if sys.byteorder == "little":
         Extension(
             "vfsframe.virtio._split_ring",
             sources=["vfsframe/virtio/_split_ring.c"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         )
     )
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from vfsframe.virtio._split_ring import SplitRing
 
 from vfsframe.testing.virtio_driver import TestFrontEnd
 from vfsframe.virtio import virtqueue
+from vfsframe.virtio._split_ring import SplitRing
 from vfsframe.virtio.device import VhostUserFsDevice
 from vfsframe.virtio.split_ring import PyRing
 

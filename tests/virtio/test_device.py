@@ -394,3 +394,22 @@ def test_buffers_next_to_each_other_become_one_view(make_frontend, session) -> N
     assert seen == [[8192, len(req) - 8192]]
     body = req[IN_HEADER.size :]
     assert fe.read(wr + OUT_HEADER.size, used_len - OUT_HEADER.size) == body[::-1]
+
+
+def test_views_a_session_keeps_are_released_once_answered(make_frontend, session) -> None:
+    # After the used ring hands the buffers back, the guest owns them again: a view the
+    # session held on to must not reach them any more. Views it did not keep just go.
+    fe = make_frontend()
+    fe.start()
+    kept: list[memoryview] = []
+    handle = session.handle
+
+    def keep_reply_view(request, reply):
+        kept.append(reply[0])
+        return handle(request, reply)
+
+    session.handle = keep_reply_view
+    used_len, out = roundtrip(fe, 1, OP_GETATTR, 9, b"abc")
+    assert used_len == OUT_HEADER.size + 3 and out[OUT_HEADER.size :] == b"cba"
+    with pytest.raises(ValueError, match="released"):
+        kept[0][0] = 1

@@ -12,10 +12,10 @@ from unittest.mock import patch
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vfsframe.virtio._split_ring import SplitRing
 
 from vfsframe.testing.virtio_driver import MEMFD_SIZE, REGIONS, user_addr
 from vfsframe.virtio import split_ring, virtqueue
+from vfsframe.virtio._split_ring import SplitRing
 from vfsframe.virtio.descriptors import DESC, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE
 from vfsframe.virtio.memory import GuestMemory, map_regions
 from vfsframe.virtio.split_ring import PyRing

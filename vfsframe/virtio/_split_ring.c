@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DESC_F_NEXT 1
@@ -365,21 +366,35 @@ static const char *indirect_table(Ring *r, unsigned head, const struct desc *d, 
     return region ? region->base + (d->addr - region->guest_addr) : NULL;
 }
 
-/* split_ring.PyRing._walk */
-static PyObject *walk(Ring *r, unsigned head)
+/* A popped chain: its buffers as views, and what is wrong with them if anything is. */
+typedef struct {
+    unsigned head;
+    PyObject *readable; /* lists of memoryviews, owned */
+    PyObject *writable;
+    char error[MESSAGE_MAX]; /* "" for a chain that can be served */
+} Popped;
+
+static void popped_clear(Popped *p)
+{
+    Py_CLEAR(p->readable);
+    Py_CLEAR(p->writable);
+}
+
+/* split_ring.PyRing._walk: 0 with *p filled, -1 with an exception set. */
+static int walk(Ring *r, unsigned head, Popped *p)
 {
     if (head >= r->size) {
         set_corrupt("head index %u outside a %" PRIu32 "-entry ring", head, r->size);
-        return NULL;
+        return -1;
     }
-    PyObject *readable = PyList_New(0);
-    PyObject *writable = PyList_New(0);
-    PyObject *chain = NULL;
-    if (readable == NULL || writable == NULL)
-        goto done;
-    Runs readable_runs = {readable, NULL, 0, 0};
-    Runs writable_runs = {writable, NULL, 0, 0};
-    char error[MESSAGE_MAX] = "";
+    p->head = head;
+    p->error[0] = '\0';
+    p->readable = PyList_New(0);
+    p->writable = PyList_New(0);
+    if (p->readable == NULL || p->writable == NULL)
+        goto fail;
+    Runs readable_runs = {p->readable, NULL, 0, 0};
+    Runs writable_runs = {p->writable, NULL, 0, 0};
     char message[MESSAGE_MAX];
     const char *table = r->desc;
     uint32_t table_len = r->size;
@@ -389,14 +404,14 @@ static PyObject *walk(Ring *r, unsigned head)
     for (;;) {
         if (++seen > r->size) {
             set_corrupt("chain from head %u is longer than the queue (a loop?)", head);
-            goto done;
+            goto fail;
         }
         struct desc d;
         load_desc(table + 16 * (size_t)index, &d);
         if (d.flags & DESC_F_INDIRECT) {
             table = indirect_table(r, head, &d, in_indirect);
             if (table == NULL)
-                goto done;
+                goto fail;
             table_len = d.len / 16;
             in_indirect = 1;
             index = 0;
@@ -407,54 +422,112 @@ static PyObject *walk(Ring *r, unsigned head)
         message[0] = '\0';
         if (d.flags & DESC_F_WRITE)
             rc = runs_add(r, &writable_runs, d.addr, d.len, message);
-        else if (PyList_GET_SIZE(writable) || writable_runs.region != NULL)
+        else if (PyList_GET_SIZE(p->writable) || writable_runs.region != NULL)
             snprintf(message, sizeof message,
                      "a device-readable buffer follows a device-writable one");
         else
             rc = runs_add(r, &readable_runs, d.addr, d.len, message);
         if (rc < 0)
-            goto done;
-        if (message[0] && !error[0])
-            memcpy(error, message, sizeof error);
+            goto fail;
+        if (message[0] && !p->error[0])
+            memcpy(p->error, message, sizeof p->error);
         if (!(d.flags & DESC_F_NEXT))
             break;
         if (d.next >= table_len) {
             set_corrupt("chain from head %u: next index %u out of range", head, d.next);
-            goto done;
+            goto fail;
         }
         index = d.next;
     }
     if (runs_flush(&readable_runs) < 0 || runs_flush(&writable_runs) < 0)
-        goto done;
-    PyObject *head_number = PyLong_FromUnsignedLong(head);
-    PyObject *why = error[0] ? PyUnicode_FromString(error) : Py_NewRef(Py_None);
-    if (head_number != NULL && why != NULL) {
-        PyObject *fields[] = {head_number, readable, writable, why};
+        goto fail;
+    return 0;
+fail:
+    popped_clear(p);
+    return -1;
+}
+
+/* The next available chain: 1 with *p filled, 0 if there is none, -1 with an exception. */
+static int pop_chain(Ring *r, Popped *p)
+{
+    if (r->closed)
+        return 0;
+    uint16_t pending = (uint16_t)(avail_idx(r) - r->last_avail);
+    if (pending == 0)
+        return 0;
+    if (pending > r->size) {
+        set_corrupt("avail index moved %u entries ahead of a %" PRIu32 "-entry ring",
+                    (unsigned)pending, r->size);
+        return -1;
+    }
+    uint16_t head = load16(r->avail + 4 + 2 * (size_t)(r->last_avail % r->size));
+    r->last_avail++;
+    return walk(r, head, p) < 0 ? -1 : 1;
+}
+
+static PyObject *make_chain(Popped *p)
+{
+    PyObject *head = PyLong_FromUnsignedLong(p->head);
+    PyObject *why = p->error[0] ? PyUnicode_FromString(p->error) : Py_NewRef(Py_None);
+    PyObject *chain = NULL;
+    if (head != NULL && why != NULL) {
+        PyObject *fields[] = {head, p->readable, p->writable, why};
         chain = PyObject_Vectorcall(Chain, fields, 4, NULL);
     }
-    Py_XDECREF(head_number);
+    Py_XDECREF(head);
     Py_XDECREF(why);
-done:
-    Py_XDECREF(readable);
-    Py_XDECREF(writable);
     return chain;
 }
 
 static PyObject *Ring_pop(Ring *r, PyObject *Py_UNUSED(ignored))
 {
+    Popped p;
+    int rc = pop_chain(r, &p);
+    if (rc <= 0)
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *chain = make_chain(&p);
+    popped_clear(&p);
+    return chain;
+}
+
+/* Return a chain to the driver, and signal call_fd (< 0: none) if it asked to hear. */
+static void push(Ring *r, uint32_t head, uint32_t length, long call_fd)
+{
     if (r->closed)
-        Py_RETURN_NONE;
-    uint16_t pending = (uint16_t)(avail_idx(r) - r->last_avail);
-    if (pending == 0)
-        Py_RETURN_NONE;
-    if (pending > r->size) {
-        set_corrupt("avail index moved %u entries ahead of a %" PRIu32 "-entry ring",
-                    (unsigned)pending, r->size);
-        return NULL;
+        return; /* the queue was stopped under us; the front-end reset it */
+    uint16_t old = r->used_idx;
+    uint16_t new = old + 1;
+    uint32_t fields[2] = {head, length};
+    memcpy(r->used + 4 + 8 * (size_t)(old % r->size), fields, sizeof fields);
+    r->used_idx = new;
+    __atomic_store_n((uint16_t *)(r->used + 2), new, __ATOMIC_RELEASE);
+    /* The index store must be visible before we read whether the driver wants to hear. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (call_fd < 0)
+        return;
+    if (r->event_idx) {
+        uint16_t event = used_event(r);
+        if ((uint16_t)(new - event - 1) >= (uint16_t)(new - old))
+            return; /* virtio's vring_need_event says no */
+    } else if (load16(r->avail) & AVAIL_F_NO_INTERRUPT) {
+        return;
     }
-    uint16_t head = load16(r->avail + 4 + 2 * (size_t)(r->last_avail % r->size));
-    r->last_avail++;
-    return walk(r, head);
+    uint64_t one = 1;
+    ssize_t written = write((int)call_fd, &one, sizeof one);
+    (void)written; /* a call fd closed under us: the front-end is resetting the queue */
+}
+
+/* Ask for a kick for the next chain; true if one arrived meanwhile. */
+static int arm_kick(Ring *r)
+{
+    if (r->closed)
+        return 0;
+    if (r->event_idx) {
+        __atomic_store_n((uint16_t *)(r->used + 4 + 8 * (size_t)r->size), r->last_avail,
+                         __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    }
+    return avail_idx(r) != r->last_avail;
 }
 
 static PyObject *Ring_push(Ring *r, PyObject *const *args, Py_ssize_t nargs)
@@ -468,42 +541,13 @@ static PyObject *Ring_push(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     long call_fd = PyLong_AsLong(args[2]);
     if (PyErr_Occurred())
         return NULL;
-    if (r->closed)
-        Py_RETURN_NONE; /* the queue was stopped under us; the front-end reset it */
-    uint16_t old = r->used_idx;
-    uint16_t new = old + 1;
-    char *element = r->used + 4 + 8 * (size_t)(old % r->size);
-    uint32_t fields[2] = {(uint32_t)head, (uint32_t)length};
-    memcpy(element, fields, sizeof fields);
-    r->used_idx = new;
-    __atomic_store_n((uint16_t *)(r->used + 2), new, __ATOMIC_RELEASE);
-    /* The index store must be visible before we read whether the driver wants to hear. */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (call_fd < 0)
-        Py_RETURN_NONE;
-    if (r->event_idx) {
-        uint16_t event = used_event(r);
-        if ((uint16_t)(new - event - 1) >= (uint16_t)(new - old))
-            Py_RETURN_NONE; /* virtio's vring_need_event says no */
-    } else if (load16(r->avail) & AVAIL_F_NO_INTERRUPT) {
-        Py_RETURN_NONE;
-    }
-    uint64_t one = 1;
-    ssize_t written = write((int)call_fd, &one, sizeof one);
-    (void)written; /* a call fd closed under us: the front-end is resetting the queue */
+    push(r, (uint32_t)head, (uint32_t)length, call_fd);
     Py_RETURN_NONE;
 }
 
 static PyObject *Ring_arm_kick(Ring *r, PyObject *Py_UNUSED(ignored))
 {
-    if (r->closed)
-        Py_RETURN_FALSE;
-    if (r->event_idx) {
-        __atomic_store_n((uint16_t *)(r->used + 4 + 8 * (size_t)r->size), r->last_avail,
-                         __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    }
-    return PyBool_FromLong(avail_idx(r) != r->last_avail);
+    return PyBool_FromLong(arm_kick(r));
 }
 
 static PyObject *Ring_pending(Ring *r, PyObject *Py_UNUSED(ignored))
@@ -558,6 +602,239 @@ static PyTypeObject RingType = {
     .tp_getset = Ring_getset,
 };
 
+/* -- serving: pop, let the session answer, push; one per queue thread ------------------- */
+
+static PyObject *str_arm, *str_armed, *str_broken, *str_call_fd, *str_release;
+
+typedef struct {
+    PyObject_HEAD
+    Ring *ring;
+    PyObject *queue;      /* the VirtQueue: .broken and .call_fd are read for every chain */
+    PyObject *handle;     /* handle(readable, writable) -> bytes written */
+    PyObject *fallback;   /* fallback(chain, exception, length) -> bytes written: rare paths */
+    PyObject *pop_failed; /* pop_failed(exception): the ring is corrupt, or popping failed */
+    PyObject *wake_idle;  /* wake_idle(): a large chain is being served and others wait */
+    PyObject *busy_since; /* list, per thread: when it started its chain (monotonic) or 0.0 */
+    PyObject *idle;       /* list, per thread: whether it waits for a kick */
+    PyObject *served;     /* list, per thread: chains served */
+    PyObject *watch;      /* the StallWatch, or None */
+    Py_ssize_t slot;
+    Py_ssize_t parallel_bytes;
+} Server;
+
+static void Server_dealloc(Server *s)
+{
+    Py_XDECREF(s->ring);
+    Py_XDECREF(s->queue);
+    Py_XDECREF(s->handle);
+    Py_XDECREF(s->fallback);
+    Py_XDECREF(s->pop_failed);
+    Py_XDECREF(s->wake_idle);
+    Py_XDECREF(s->busy_since);
+    Py_XDECREF(s->idle);
+    Py_XDECREF(s->served);
+    Py_XDECREF(s->watch);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyTypeObject RingType;
+
+static PyObject *Server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"ring",       "queue",      "handle",     "fallback",
+                               "pop_failed", "wake_idle",  "busy_since", "idle",
+                               "served",     "watch",      "slot",       "parallel_bytes",
+                               NULL};
+    PyObject *o[10];
+    Py_ssize_t slot, parallel_bytes;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOOOO!O!O!Onn:ChainServer", keywords,
+                                     &RingType, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                                     &PyList_Type, &o[6], &PyList_Type, &o[7], &PyList_Type,
+                                     &o[8], &o[9], &slot, &parallel_bytes))
+        return NULL;
+    Server *s = (Server *)type->tp_alloc(type, 0);
+    if (s == NULL)
+        return NULL;
+    PyObject **fields[] = {(PyObject **)&s->ring, &s->queue,      &s->handle, &s->fallback,
+                           &s->pop_failed,        &s->wake_idle,  &s->busy_since,
+                           &s->idle,              &s->served,     &s->watch};
+    for (int i = 0; i < 10; i++)
+        *fields[i] = Py_NewRef(o[i]);
+    s->slot = slot;
+    s->parallel_bytes = parallel_bytes;
+    return (PyObject *)s;
+}
+
+/* A Python error in the bookkeeping must not keep a chain from the driver: report it, go on. */
+static void report(PyObject *where)
+{
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(where);
+}
+
+static PyObject *fetch_exception(void)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL)
+        PyException_SetTraceback(value, traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+}
+
+static Py_ssize_t list_bytes(PyObject *views)
+{
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(views); i++)
+        total += PyMemoryView_GET_BUFFER(PyList_GET_ITEM(views, i))->len;
+    return total;
+}
+
+/* Views nobody else holds die with their list; one the session kept is released, so it can
+ * no longer touch guest memory the driver now owns again (Chain.release). */
+static void release_kept_views(PyObject *views)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(views); i++) {
+        PyObject *view = PyList_GET_ITEM(views, i);
+        if (Py_REFCNT(view) > 1) {
+            PyObject *done = PyObject_CallMethodNoArgs(view, str_release);
+            Py_XDECREF(done);
+            report(view);
+        }
+    }
+}
+
+static void set_slot(PyObject *list, Py_ssize_t slot, PyObject *value)
+{
+    if (value == NULL || PyList_SetItem(list, slot, value) < 0)
+        report(list);
+}
+
+static void mark_busy(Server *s)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now); /* time.monotonic()'s clock */
+    set_slot(s->busy_since, s->slot, PyFloat_FromDouble(now.tv_sec + now.tv_nsec * 1e-9));
+    if (s->watch == Py_None)
+        return;
+    PyObject *armed = PyObject_GetAttr(s->watch, str_armed);
+    int is_armed = armed ? PyObject_IsTrue(armed) : -1;
+    Py_XDECREF(armed);
+    if (is_armed == 0)
+        Py_XDECREF(PyObject_CallMethodNoArgs(s->watch, str_arm));
+    report(s->watch);
+}
+
+static void call_for_company(Server *s)
+{
+    int any_idle = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->idle) && !any_idle; i++)
+        any_idle = PyList_GET_ITEM(s->idle, i) == Py_True;
+    if (any_idle && avail_idx(s->ring) != s->ring->last_avail) {
+        Py_XDECREF(PyObject_CallNoArgs(s->wake_idle));
+        report(s->wake_idle);
+    }
+}
+
+/* The session's answer for one chain: the bytes it wrote into the writable buffers. */
+static uint32_t answer(Server *s, Popped *p, Py_ssize_t room)
+{
+    PyObject *exception = NULL, *result = NULL;
+    if (!p->error[0]) {
+        result = PyObject_CallFunctionObjArgs(s->handle, p->readable, p->writable, NULL);
+        if (result == NULL) {
+            exception = fetch_exception();
+        } else if (PyLong_Check(result)) {
+            long length = PyLong_AsLong(result);
+            if (length >= 0 && length <= room) {
+                Py_DECREF(result);
+                return (uint32_t)length;
+            }
+            PyErr_Clear();
+        }
+    }
+    /* A bad chain, a failed request, a length the session could not have written. */
+    long length = 0;
+    PyObject *chain = make_chain(p);
+    if (chain != NULL) {
+        PyObject *reply = PyObject_CallFunctionObjArgs(
+            s->fallback, chain, exception ? exception : Py_None, result ? result : Py_None, NULL);
+        if (reply != NULL)
+            length = PyLong_AsLong(reply);
+        Py_XDECREF(reply);
+        Py_DECREF(chain);
+    }
+    report(s->fallback);
+    Py_XDECREF(exception);
+    Py_XDECREF(result);
+    return length >= 0 && length <= room ? (uint32_t)length : 0;
+}
+
+static long call_fd(Server *s)
+{
+    PyObject *fd = PyObject_GetAttr(s->queue, str_call_fd);
+    long value = fd != NULL && fd != Py_None ? PyLong_AsLong(fd) : -1;
+    Py_XDECREF(fd);
+    report(s->queue);
+    return value;
+}
+
+static PyObject *Server_serve_one(Server *s, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *broken = PyObject_GetAttr(s->queue, str_broken);
+    int is_broken = broken ? PyObject_IsTrue(broken) : -1;
+    Py_XDECREF(broken);
+    if (is_broken)
+        return is_broken < 0 ? NULL : Py_NewRef(Py_False);
+    Ring *r = s->ring;
+    Popped p;
+    int popped = pop_chain(r, &p);
+    if (popped == 0 && arm_kick(r))
+        popped = pop_chain(r, &p); /* arrived while re-arming: no kick will announce it */
+    if (popped < 0) {
+        PyObject *exception = fetch_exception();
+        PyObject *done = PyObject_CallOneArg(s->pop_failed, exception);
+        Py_XDECREF(exception);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
+    }
+    if (popped <= 0)
+        Py_RETURN_FALSE;
+    Py_ssize_t room = list_bytes(p.writable);
+    if (room + list_bytes(p.readable) >= s->parallel_bytes)
+        call_for_company(s);
+    mark_busy(s);
+    uint32_t length = answer(s, &p, room);
+    release_kept_views(p.readable);
+    release_kept_views(p.writable);
+    popped_clear(&p);
+    push(r, p.head, length, call_fd(s));
+    set_slot(s->busy_since, s->slot, PyFloat_FromDouble(0.0));
+    PyObject *count = PyList_GetItem(s->served, s->slot);
+    Py_ssize_t served = count ? PyLong_AsSsize_t(count) : -1;
+    set_slot(s->served, s->slot, served >= 0 ? PyLong_FromSsize_t(served + 1) : NULL);
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef Server_methods[] = {
+    {"serve_one", (PyCFunction)Server_serve_one, METH_NOARGS,
+     "Pop one chain and serve it; False if none was available (or the queue is broken)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ServerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vfsframe.virtio._split_ring.ChainServer",
+    .tp_basicsize = sizeof(Server),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One queue thread's serving step in C: see dispatch.QueueService.",
+    .tp_new = Server_new,
+    .tp_dealloc = (destructor)Server_dealloc,
+    .tp_methods = Server_methods,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "vfsframe.virtio._split_ring",
@@ -573,12 +850,21 @@ PyMODINIT_FUNC PyInit__split_ring(void)
     Chain = PyObject_GetAttrString(descriptors, "Chain");
     RingCorrupt = PyObject_GetAttrString(descriptors, "RingCorrupt");
     Py_DECREF(descriptors);
-    if (Chain == NULL || RingCorrupt == NULL || PyType_Ready(&RingType) < 0)
+    if (Chain == NULL || RingCorrupt == NULL || PyType_Ready(&RingType) < 0 ||
+        PyType_Ready(&ServerType) < 0)
+        return NULL;
+    str_arm = PyUnicode_InternFromString("arm");
+    str_armed = PyUnicode_InternFromString("armed");
+    str_broken = PyUnicode_InternFromString("broken");
+    str_call_fd = PyUnicode_InternFromString("call_fd");
+    str_release = PyUnicode_InternFromString("release");
+    if (!str_arm || !str_armed || !str_broken || !str_call_fd || !str_release)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "SplitRing", (PyObject *)&RingType) < 0) {
+    if (PyModule_AddObjectRef(m, "SplitRing", (PyObject *)&RingType) < 0 ||
+        PyModule_AddObjectRef(m, "ChainServer", (PyObject *)&ServerType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import select
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from vfsframe.virtio.descriptors import Chain
+from vfsframe.virtio.descriptors import Chain, RingCorrupt
 from vfsframe.virtio.stallwatch import StallWatch
 from vfsframe.virtio.virtqueue import QueueBroken, VirtQueue
+
+try:
+    from vfsframe.virtio._split_ring import ChainServer, SplitRing
+except ImportError:  # not built: every queue is served in Python (virtqueue says so once)
+    ChainServer = SplitRing = None
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +195,7 @@ class QueueService:
 
     def _loop(self, slot: int) -> None:
         kick_fd = self.vq.kick_fd
-        busy_since = self._busy_since
-        watch = self.watch
+        serve_one = self._serving_step(slot)
         with select.epoll() as ep:
             ep.register(self._stop_fd, select.EPOLLIN)
             if kick_fd is not None:
@@ -199,18 +204,7 @@ class QueueService:
             idle = self._idle
             self._started[slot] = True
             while not self._stopping:
-                chain = self._take()
-                if chain is not None:
-                    if chain.size >= PARALLEL_IO_BYTES and any(idle) and self.vq.pending():
-                        # Large I/O runs mostly outside the GIL (preadv/pwritev, copies):
-                        # worth a second thread at once for what waits behind it.
-                        self._wake_idle()
-                    busy_since[slot] = time.monotonic()
-                    if watch is not None and not watch.armed:
-                        watch.arm()
-                    self._serve(chain)
-                    busy_since[slot] = 0.0
-                    self._served[slot] += 1
+                if serve_one():
                     continue
                 idle[slot] = True
                 events = ep.poll(timeout)
@@ -219,6 +213,58 @@ class QueueService:
                     if fd == kick_fd:
                         with contextlib.suppress(BlockingIOError):
                             os.eventfd_read(fd)
+
+    def _serving_step(self, slot: int) -> Callable[[], bool]:
+        """What serves the next chain for thread `slot`: the C ChainServer when the queue's
+        ring is the C one, else the same steps in Python (_serve_one)."""
+        ring = self.vq.ring
+        if ChainServer is None or not isinstance(ring, SplitRing):
+            return functools.partial(self._serve_one, slot)
+        return ChainServer(
+            ring=ring,
+            queue=self.vq,
+            handle=self.handler.handle,
+            fallback=self._answer_badly,
+            pop_failed=self._pop_failed,
+            wake_idle=self._wake_idle,
+            busy_since=self._busy_since,
+            idle=self._idle,
+            served=self._served,
+            watch=self.watch,
+            slot=slot,
+            parallel_bytes=PARALLEL_IO_BYTES,
+        ).serve_one
+
+    def _serve_one(self, slot: int) -> bool:
+        """Pop one chain and serve it; False if none was available (ChainServer in Python)."""
+        chain = self._take()
+        if chain is None:
+            return False
+        if chain.size >= PARALLEL_IO_BYTES and any(self._idle) and self.vq.pending():
+            # Large I/O runs mostly outside the GIL (preadv/pwritev, copies): worth a second
+            # thread at once for what waits behind it.
+            self._wake_idle()
+        self._busy_since[slot] = time.monotonic()
+        watch = self.watch
+        if watch is not None and not watch.armed:
+            watch.arm()
+        try:
+            length = None
+            if chain.error is None:
+                length = self.handler.handle(chain.readable, chain.writable)
+                room = sum(map(len, chain.writable))
+                if not (isinstance(length, int) and 0 <= length <= room):
+                    length = self._answer_badly(chain, None, length)
+            else:
+                length = self._answer_badly(chain, None, None)
+        except Exception as exc:
+            length = self._answer_badly(chain, exc, None)
+        finally:
+            chain.release()
+        self.vq.push(chain.head, length)
+        self._busy_since[slot] = 0.0
+        self._served[slot] += 1
+        return True
 
     def _take(self) -> Chain | None:
         """Pop the next chain, or None (nothing available, queue broken, or stopping)."""
@@ -231,33 +277,33 @@ class QueueService:
                 if chain is None and vq.arm_kick():
                     chain = vq.pop()  # arrived while re-arming: no kick will announce it
                 return chain
-            except QueueBroken as exc:
-                log.error("%s; the queue is marked broken until the front-end resets it", exc)
-            except Exception:
-                vq.broken = "internal error"
-                log.exception("queue %d: cannot pop; the queue is marked broken", vq.index)
+            except Exception as exc:
+                self._pop_failed(exc)
             return None
 
-    def _serve(self, chain: Chain) -> None:
-        length = 0
-        try:
-            if chain.error is not None:
-                log.warning("queue %d: bad request chain (%s)", self.vq.index, chain.error)
-                length = error_reply(chain, errno.EIO)
-            else:
-                length = self.handler.handle(chain.readable, chain.writable)
-                room = sum(map(len, chain.writable))
-                if not 0 <= length <= room:
-                    log.error(
-                        "queue %d: session reported %d bytes written into %d; using 0",
-                        self.vq.index,
-                        length,
-                        room,
-                    )
-                    length = 0
-        except Exception:
-            log.exception("queue %d: request failed", self.vq.index)
-            length = error_reply(chain, errno.EIO)
-        finally:
-            chain.release()
-        self.vq.push(chain.head, length)
+    def _pop_failed(self, exc: Exception) -> None:
+        if isinstance(exc, RingCorrupt):
+            exc = self.vq.mark_broken(str(exc))
+        if isinstance(exc, QueueBroken):
+            log.error("%s; the queue is marked broken until the front-end resets it", exc)
+        else:
+            self.vq.broken = "internal error"
+            log.error(
+                "queue %d: cannot pop; the queue is marked broken", self.vq.index, exc_info=exc
+            )
+
+    def _answer_badly(self, chain: Chain, exc: BaseException | None, length: object) -> int:
+        """The used length for a chain the session did not answer normally: a bad chain, a
+        request that raised, or a length it cannot have written."""
+        index = self.vq.index
+        if chain.error is not None:
+            log.warning("queue %d: bad request chain (%s)", index, chain.error)
+        elif exc is not None:
+            log.error("queue %d: request failed", index, exc_info=exc)
+        else:
+            room = sum(map(len, chain.writable))
+            log.error(
+                "queue %d: session reported %r bytes written into %d; using 0", index, length, room
+            )
+            return 0
+        return error_reply(chain, errno.EIO)

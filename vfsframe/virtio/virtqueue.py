@@ -132,6 +132,11 @@ class VirtQueue:
     def attached(self) -> bool:
         return self._ring is not None
 
+    @property
+    def ring(self) -> Ring | None:
+        """The ring serving the queue while it is attached."""
+        return self._ring
+
     # -- the data path -------------------------------------------------------------------
 
     def pop(self) -> Chain | None:
@@ -142,9 +147,10 @@ class VirtQueue:
         try:
             return ring.pop()
         except RingCorrupt as exc:
-            raise self._break(str(exc)) from None
+            raise self.mark_broken(str(exc)) from None
 
-    def _break(self, why: str) -> QueueBroken:
+    def mark_broken(self, why: str) -> QueueBroken:
+        """Stop serving the queue until it is set up again, and tell the front-end."""
         self.broken = why
         if self.err_fd is not None:
             with contextlib.suppress(OSError):
