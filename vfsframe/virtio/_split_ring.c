@@ -1,17 +1,20 @@
-/* The split-virtqueue data path in C: popping descriptor chains and filling the used ring.
+/* The split-virtqueue data path in C: popping descriptor chains and filling the used ring
+ * (SplitRing), and a queue thread's serving step around the session's handle (ChainServer).
  *
- * vfsframe/virtio/split_ring.py is the reference: this module behaves exactly like it (same
- * chains, same views, same messages; tests/virtio compares the two on random rings) and exists
- * only because a guest request spends much of its server time in these few loops when they
- * are Python (docs/virtio.md, "Where a guest request's time goes").
+ * vfsframe/virtio/split_ring.py and dispatch.QueueService._serve_one are the reference: this
+ * module behaves exactly like them (same chains, same views, same messages; tests/virtio
+ * compares the two on random rings and runs every device test on each) and exists only because
+ * a guest request spends much of its server time in these few loops when they are Python
+ * (docs/virtio.md, "Where a guest request's time goes").
  *
  * The guest may rewrite its rings at any moment, so every guest value is loaded exactly once
  * (copied, then a compiler barrier, so it cannot be loaded again) and checked before use.
  * Every buffer becomes a memoryview sharing the managed buffer of the region's own view, so a
  * mapping lives as long as any view of it, as with views made in Python.
  *
- * The GIL is held throughout every method: they are atomic with respect to other threads, which
- * is what the used ring needs (several threads push to one queue).
+ * No Python code runs between reading a ring index and updating it (no allocation, no call),
+ * so under the GIL each pop, push and re-arm is atomic with respect to the other threads of
+ * the queue: several of them pop from and push to one ring.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

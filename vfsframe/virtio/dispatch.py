@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from vfsframe.virtio.descriptors import Chain, RingCorrupt
-from vfsframe.virtio.stallwatch import StallWatch
+from vfsframe.virtio.stallwatch import Load, StallWatch
 from vfsframe.virtio.virtqueue import QueueBroken, VirtQueue
 
 try:
@@ -161,23 +161,24 @@ class QueueService:
                 t.join()
         os.close(self._stop_fd)
 
-    def rescue(self, now: float, stall: float) -> bool:
+    def rescue(self, now: float, stall: float) -> Load:
         """Called by the StallWatch: if chains wait while every serving thread has been on
-        its request for `stall` seconds, wake an idle thread or start one. True while a
-        thread is serving."""
+        its request for `stall` seconds, wake an idle thread or start one."""
         started = [t for t in self._busy_since if t]
         if not started:
-            return False
-        if self._stopping or now - max(started) < stall or not self.vq.pending():
-            return True
-        if not all(self._started):
+            return Load.IDLE
+        if self._stopping or not self.vq.pending():
+            return Load.SERVING
+        if now - max(started) < stall:
+            pass  # not stuck yet
+        elif not all(self._started):
             pass  # help is on its way
         elif any(self._idle):
             self._wake_idle()
         elif len(self._threads) < self.max_threads:
             log.debug("%s: all %d threads busy; starting another", self.name, self.threads)
             self._spawn()
-        return True
+        return Load.WAITING
 
     def _wake_idle(self) -> None:
         """Wake one idle thread (they wait on the kick fd with EPOLLEXCLUSIVE)."""
