@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from vfsframe.testing.guestvm import GuestResult, Share, run_guest
 
@@ -32,10 +33,18 @@ def workload(tag: str) -> str:
 WORKLOAD_TIMEOUT = 300.0
 
 
-def restart(server: Server) -> None:
-    """A fresh server process on the same socket (the reference exits with its front-end)."""
+class Restartable(Protocol):
+    sockets: Sequence[Path]
+
+    def stop(self) -> object: ...
+    def start(self) -> None: ...
+
+
+def restart(server: Restartable) -> None:
+    """A fresh server process on the same sockets (the reference exits with its front-end)."""
     server.stop()
-    server.socket.unlink(missing_ok=True)
+    for sock in server.sockets:
+        sock.unlink(missing_ok=True)
     server.start()
 
 
@@ -88,6 +97,10 @@ class Server:
         self.socket = workdir / f"{self.name}.sock"
         self.log_path = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def sockets(self) -> list[Path]:
+        return [self.socket]
 
     def command(self) -> list[str]:
         raise NotImplementedError

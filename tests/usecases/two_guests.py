@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.guest.servers import SERVE, VIRTIOFSD, wait_for_socket
+from tests.guest.servers import SERVE, VIRTIOFSD, restart, wait_for_socket
 from vfsframe.testing.guestvm import GuestResult, GuestVM, Share
 
 HERE = Path(__file__).parent
@@ -261,10 +261,7 @@ def _restart_references(servers: list[ServerProcess], guest: str) -> None:
     """The guest's C virtiofsd processes again: each exits with its front-end."""
     for server in servers:
         if server.name.startswith("virtiofsd-") and server.name.endswith(f"-{guest}"):
-            server.stop()
-            for sock in server.sockets:
-                sock.unlink(missing_ok=True)
-            server.start()
+            restart(server)
 
 
 def _wait_for_both(vms: dict[str, GuestVM], grace: float = 60.0) -> None:
