@@ -23,7 +23,6 @@ from vfsframe.fuse.wire import (
     ProtocolError,
     copy_into,
     gather,
-    slice_segments,
     split_timeout,
     total_length,
 )
@@ -124,6 +123,7 @@ class FuseSession:
             if size != length:
                 raise ProtocolError(f"header says {size} bytes, request has {length}")
             call = Call(self, request, reply, opcode, unique, nodeid, ops.Context(uid, gid, pid, 0))
+            call.request_length = length
             call.args_end = size - extlen * 8
             if call.args_end < abi.IN_HEADER.size:
                 raise ProtocolError("extension length exceeds the request")
@@ -159,7 +159,7 @@ class FuseSession:
             return self._error(reply, unique, errno.EIO)
         if result is None:
             return 0
-        return self._reply(reply, unique, result)
+        return self._reply(call, result)
 
     def _interruptible(self, call: Call, handler: Handler) -> Any:
         """Run a request that may block, so that an INTERRUPT for it can end the wait."""
@@ -208,17 +208,17 @@ class FuseSession:
 
     # -- replies ---------------------------------------------------------------------------
 
-    def _reply(self, reply: Sequence[memoryview], unique: int, body: Any) -> int:
+    def _reply(self, call: Call, body: Any) -> int:
         # An int body: the handler already wrote that many bytes after the header (READ).
         size = OUT_HEADER_SIZE + (body if isinstance(body, int) else len(body))
-        if size > total_length(reply):  # even an empty READ needs room for its header
+        if size > call.reply_capacity():  # even an empty READ needs room for its header
             log.warning(
                 "%s: reply of %d bytes does not fit the reply buffers", self.options.name, size
             )
-            return self._error(reply, unique, errno.EIO)
+            return self._error(call.reply, call.unique, errno.EIO)
         if not isinstance(body, int) and body:
-            copy_into(reply, OUT_HEADER_SIZE, body)
-        copy_into(reply, 0, abi.OUT_HEADER.pack(size, 0, unique))
+            copy_into(call.reply, OUT_HEADER_SIZE, body)
+        copy_into(call.reply, 0, abi.OUT_HEADER.pack(size, 0, call.unique))
         return size
 
     def _error(self, reply: Sequence[memoryview], unique: int, code: int) -> int:
@@ -228,13 +228,6 @@ class FuseSession:
             code = errno.EIO  # Linux refuses any other error, and its caller would wait forever
         copy_into(reply, 0, abi.OUT_HEADER.pack(OUT_HEADER_SIZE, -code, unique))
         return OUT_HEADER_SIZE
-
-    def reply_views(self, reply: Sequence[memoryview], size: int) -> list[memoryview]:
-        """Views of up to ``size`` bytes of the reply space after the header (READ data)."""
-        size = min(size, total_length(reply) - OUT_HEADER_SIZE)
-        if size <= 0:
-            return []
-        return slice_segments(reply, OUT_HEADER_SIZE, size)
 
     def _release_quietly(self, handle: Any) -> None:
         try:

@@ -26,6 +26,8 @@ CASES = [
      rf"on one CPU, 1 MiB walked after each completion\):\n  meta inflight 1: vfsframe {N}"),
     ("virtio_serving_step", ["--chains", "300", "--repeat", "1", "--cold-cache", "1"],
      rf"Python step, Python ring +{N} µs per chain"),
+    ("session_io_cost", ["--requests", "20", "--repeat", "1"],
+     rf"WRITE session.handle +{N} µs, bare syscall +{N} µs: {N}x"),
     ("host_passthrough", ["--mib", "8", "--reads", "100", "--files", "50", "--repeat", "1"],
      rf"unlink +ops/s +{N} +{N} +{N} +{N} +{N}"),
     ("host_memory", ["--files", "50", "--mib", "8", "--repeat", "1"],

@@ -14,8 +14,12 @@ def test_views_hold_exactly_the_range(chunks: list[bytes], data: st.DataObject) 
     joined = b"".join(chunks)
     start = data.draw(st.integers(0, len(joined)))
     length = data.draw(st.integers(0, len(joined) - start))
-    views = slice_segments([memoryview(c) for c in chunks], start, length)
+    segments = [memoryview(c) for c in chunks]
+    views = slice_segments(segments, start, length)
     assert b"".join(bytes(v) for v in views) == joined[start : start + length]
+    # Told the total (as READ and WRITE tell it), the same views.
+    told = slice_segments(segments, start, length, total=len(joined))
+    assert [(bytes(v), v.obj) for v in told] == [(bytes(v), v.obj) for v in views]
 
 
 def test_a_range_past_the_end_is_refused() -> None:

@@ -42,14 +42,20 @@ def gather(segments: Sequence[memoryview], length: int) -> memoryview:
     return memoryview(joined)
 
 
-def slice_segments(segments: Sequence[memoryview], start: int, length: int) -> list[memoryview]:
-    """Views covering bytes [start, start + length) of the scattered buffer."""
+def slice_segments(
+    segments: Sequence[memoryview], start: int, length: int, total: int | None = None
+) -> list[memoryview]:
+    """Views covering bytes [start, start + length) of the scattered buffer. ``total``, the
+    buffer's length if the caller knows it, spares summing a READ's or WRITE's 256 pages."""
     index = 0
+    skipped = 0
     while index < len(segments) and start >= len(segments[index]):
         start -= len(segments[index])
+        skipped += len(segments[index])
         index += 1
     rest = segments[index:]
-    if rest and total_length(rest) - start == length:
+    left = total_length(rest) if total is None else total - skipped
+    if rest and left - start == length:
         # The usual WRITE: the data is all of the request after its header.
         return [rest[0][start:], *rest[1:]] if start else list(rest)
     views: list[memoryview] = []

@@ -14,6 +14,7 @@ from vfsframe.fuse.wire import (
     check_name,
     gather,
     pack_attr_fields,
+    slice_segments,
     split_names,
     total_length,
 )
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from vfsframe.session import FuseSession
 
 HEADER_SIZE = abi.IN_HEADER.size
+OUT_HEADER_SIZE = abi.OUT_HEADER.size
 # An entry reply with the out header; CREATE adds an open reply. A virtio-fs guest sizes the
 # reply space for exactly what its opcode answers, so LOOKUP has no room for the open reply.
 ENTRY_REPLY_SIZE = abi.OUT_HEADER.size + abi.ENTRY_OUT.size
@@ -32,12 +34,14 @@ CREATE_REPLY_SIZE = ENTRY_REPLY_SIZE + abi.OPEN_OUT.size
 class Call:
     __slots__ = (
         "_args",
+        "_reply_capacity",
         "args_end",
         "ctx",
         "nodeid",
         "opcode",
         "reply",
         "request",
+        "request_length",
         "session",
         "unique",
     )
@@ -60,7 +64,9 @@ class Call:
         self.nodeid = nodeid
         self.ctx = ctx
         self.args_end = HEADER_SIZE
+        self.request_length = HEADER_SIZE  # all of its buffers: the session sets it
         self._args: memoryview | None = None
+        self._reply_capacity: int | None = None
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -117,8 +123,23 @@ class Call:
         return self.session.nodes.remember(parent, name, attr.st_ino, attr.st_mode)
 
     def reply_capacity(self) -> int:
-        """Bytes the reply space holds, header included."""
-        return total_length(self.reply)
+        """Bytes the reply space holds, header included (summed once: a READ's is 256 pages)."""
+        if self._reply_capacity is None:
+            self._reply_capacity = total_length(self.reply)
+        return self._reply_capacity
+
+    def reply_views(self, size: int) -> list[memoryview]:
+        """Views of the first ``size`` bytes of the reply space after the header (READ data);
+        ``size`` must fit."""
+        if size <= 0:
+            return []
+        return slice_segments(self.reply, OUT_HEADER_SIZE, size, self.reply_capacity())
+
+    def request_views(self, start: int, size: int) -> list[memoryview]:
+        """Views of ``size`` request bytes from ``start`` on (WRITE data)."""
+        if size <= 0:
+            return []
+        return slice_segments(self.request, start, size, self.request_length)
 
     def entry(self, parent: Node, name: str, attr: Any) -> bytes:
         """fuse_entry_out for ``parent/name``: the kernel now holds one more lookup."""

@@ -10,11 +10,10 @@ from typing import Any
 from vfsframe import ops
 from vfsframe.fuse import abi
 from vfsframe.fuse.abi import Opcode
-from vfsframe.fuse.wire import ProtocolError, copy_into, slice_segments
-from vfsframe.handlers.call import Call
+from vfsframe.fuse.wire import ProtocolError, copy_into
+from vfsframe.handlers.call import OUT_HEADER_SIZE, Call
 from vfsframe.handles import OpenFile
 
-OUT_HEADER_SIZE = abi.OUT_HEADER.size
 WRITE_DATA_OFFSET = abi.IN_HEADER.size + abi.WRITE_IN.size
 
 
@@ -57,8 +56,8 @@ def create(call: Call) -> bytes:
 def read(call: Call) -> int:
     fh, offset, size, _read_flags, _owner, flags, _ = call.unpack(abi.READ_IN)
     handle = call.session.handles.file(fh)
-    buffers = call.session.reply_views(call.reply, size)
-    size = sum(map(len, buffers))
+    size = max(0, min(size, call.reply_capacity() - OUT_HEADER_SIZE))
+    buffers = call.reply_views(size)
     req = ops.ReadRequest(
         call.ctx, call.handle_path(handle.node), handle.backend_fh, offset, size, buffers, flags
     )
@@ -80,7 +79,7 @@ def write(call: Call) -> bytes:
     if WRITE_DATA_OFFSET + size != call.args_end:
         raise ProtocolError(f"WRITE of {size} bytes in a request of {call.args_end}")
     handle = call.session.handles.file(fh)
-    data = slice_segments(call.request, WRITE_DATA_OFFSET, size) if size else []
+    data = call.request_views(WRITE_DATA_OFFSET, size)
     req = ops.WriteRequest(
         call.ctx,
         call.handle_path(handle.node),

@@ -1,0 +1,119 @@
+"""The FUSE session's own cost for a large READ and WRITE, in process: one passthrough share,
+requests and replies handed over as 4 KiB pages (as a virtio-fs guest's page cache hands them),
+against the bare `os.preadv` / `os.pwritev` of the same pages on the same file, which is the
+floor any server pays. No transport, no guest.
+
+Run:  .venv/bin/python bench/session_io_cost.py [--mib-per-request 1] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vfsframe.config.loader import load_config
+from vfsframe.fuse import abi
+from vfsframe.fuse.abi import Opcode
+from vfsframe.runtime import build_session
+from vfsframe.session import FuseSession
+
+PAGE = 4096
+
+
+def request(opcode: Opcode, nodeid: int, body: bytes = b"", payload: int = 0) -> bytearray:
+    size = abi.IN_HEADER.size + len(body) + payload
+    return bytearray(abi.IN_HEADER.pack(size, opcode, 1, nodeid, 0, 0, 1, 0, 0) + body)
+
+
+def pages(buffer: bytearray, offset: int, count: int) -> list[memoryview]:
+    view = memoryview(buffer)
+    return [view[offset + PAGE * i : offset + PAGE * (i + 1)] for i in range(count)]
+
+
+class Share:
+    """A passthrough session over a temporary directory holding one file, opened read-write."""
+
+    def __init__(self, root: Path, size: int) -> None:
+        (root / "data").write_bytes(os.urandom(size))
+        config = root / "share.toml"
+        config.write_text(
+            f'[[share]]\ntag = "bench"\nsocket = "{root}/s.sock"\n'
+            f'[share.backend]\ntype = "passthrough"\nroot = "{root}"\n'
+        )
+        self.session: FuseSession = build_session(load_config(config).shares[0])
+        self.reply = bytearray(4096)
+        init = abi.INIT_IN.pack(7, 38, 0, 0) + bytes(48)
+        self.call(request(Opcode.INIT, 0, init))
+        self.nodeid = self.field(request(Opcode.LOOKUP, 1, b"data\0"))
+        self.fh = self.field(request(Opcode.OPEN, self.nodeid, struct.pack("<II", os.O_RDWR, 0)))
+        self.fd = os.open(root / "data", os.O_RDWR)
+
+    def call(self, req: bytearray) -> None:
+        self.session.handle([memoryview(req)], [memoryview(self.reply)])
+        error = struct.unpack_from("<i", self.reply, 4)[0]
+        assert error == 0, f"{req[4]}: error {error}"
+
+    def field(self, req: bytearray) -> int:
+        """The first u64 of the reply body (an entry's node id, an open's handle)."""
+        self.call(req)
+        return struct.unpack_from("<Q", self.reply, abi.OUT_HEADER.size)[0]
+
+
+def per_call(action: Callable[[], object], count: int) -> float:
+    start = time.process_time()
+    for _ in range(count):
+        action()
+    return (time.process_time() - start) / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib-per-request", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    count = args.mib_per_request * 256
+    size = count * PAGE
+    with tempfile.TemporaryDirectory(prefix="vfsframe-bench-") as tmp:
+        share = Share(Path(tmp), size)
+        rw = struct.pack("<QQIIQII", share.fh, 0, size, 0, 0, 0, 0)
+        read_req = [memoryview(request(Opcode.READ, share.nodeid, rw))]
+        read_reply = bytearray(abi.OUT_HEADER.size + size)
+        read_views = [memoryview(read_reply)[: abi.OUT_HEADER.size]]
+        read_views += pages(read_reply, abi.OUT_HEADER.size, count)
+        write_data = bytearray(os.urandom(size))
+        write_req = [memoryview(request(Opcode.WRITE, share.nodeid, rw, size))]
+        write_req += pages(write_data, 0, count)
+        write_reply = [memoryview(bytearray(64))]
+        data_pages = pages(read_reply, abi.OUT_HEADER.size, count)
+        source_pages = pages(write_data, 0, count)
+        cases = {
+            "READ": (
+                lambda: share.session.handle(read_req, read_views),
+                lambda: os.preadv(share.fd, data_pages, 0),
+            ),
+            "WRITE": (
+                lambda: share.session.handle(write_req, write_reply),
+                lambda: os.pwritev(share.fd, source_pages, 0),
+            ),
+        }
+        print(f"{args.mib_per_request} MiB per request in {count} pages, medians of {args.repeat}:")
+        for name, (session, native) in cases.items():
+            costs = [per_call(session, args.requests) for _ in range(args.repeat)]
+            floor = [per_call(native, args.requests) for _ in range(args.repeat)]
+            ours, bare = statistics.median(costs), statistics.median(floor)
+            print(
+                f"  {name:5} session.handle {ours * 1e6:7.1f} µs, bare syscall {bare * 1e6:7.1f}"
+                f" µs: {ours / bare:.2f}x, {(ours - bare) * 1e6:.1f} µs of session per request"
+            )
+        os.close(share.fd)
+
+
+if __name__ == "__main__":
+    main()
