@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vfsframe_plugins.memory import MemoryBackend, MemoryConfig
 
+from bench.common import fuse_request
 from vfsframe import ops
 from vfsframe.chain import ShareChain
 from vfsframe.fuse import abi
@@ -32,10 +33,7 @@ class PassThrough:
 
 
 def _request(opcode: int, unique: int, nodeid: int, body: bytes) -> list[memoryview]:
-    header = abi.IN_HEADER.pack(
-        abi.IN_HEADER.size + len(body), opcode, unique, nodeid, 0, 0, 0, 0, 0
-    )
-    return [memoryview(header + body)]
+    return [memoryview(fuse_request(opcode, nodeid, body, unique=unique))]
 
 
 def _per_call_us(function: object, number: int = 50_000) -> float:

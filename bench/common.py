@@ -12,6 +12,24 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from vfsframe.fuse import abi
+
+
+def fuse_request(
+    opcode: int,
+    nodeid: int,
+    body: bytes = b"",
+    *,
+    unique: int = 1,
+    uid: int = 0,
+    pid: int = 0,
+    payload: int = 0,
+) -> bytes:
+    """A FUSE request as the kernel writes it: the in-header (gid = uid) and the arguments.
+    ``payload`` bytes more are counted in its length but handed over apart (WRITE data)."""
+    size = abi.IN_HEADER.size + len(body) + payload
+    return abi.IN_HEADER.pack(size, opcode, unique, nodeid, uid, uid, pid, 0, 0) + body
+
 
 def drop_caches() -> None:
     """Make the next access ask the server, not the kernel's page and dentry caches."""

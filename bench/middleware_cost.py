@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vfsframe_plugins.memory import MemoryBackend, MemoryConfig
 
+from bench.common import fuse_request
 from vfsframe.chain import ShareChain
 from vfsframe.config import validate_config
 from vfsframe.fuse import abi
@@ -61,10 +62,7 @@ CONFIGS["all five"] = [
 
 
 def _request(opcode: int, unique: int, nodeid: int, body: bytes) -> list[memoryview]:
-    header = abi.IN_HEADER.pack(
-        abi.IN_HEADER.size + len(body), opcode, unique, nodeid, UID, UID, 4242, 0, 0
-    )
-    return [memoryview(header + body)]
+    return [memoryview(fuse_request(opcode, nodeid, body, unique=unique, uid=UID, pid=4242))]
 
 
 def _reply_header(reply: memoryview) -> tuple[int, int, int]:
@@ -91,10 +89,8 @@ class Client:
 
     def call(self, opcode: int, nodeid: int, body: bytes, uid: int = UID) -> None:
         self.unique += 1
-        header = abi.IN_HEADER.pack(
-            abi.IN_HEADER.size + len(body), opcode, self.unique, nodeid, uid, uid, 4242, 0, 0
-        )
-        size = self.session.handle([memoryview(header + body)], self.reply)
+        request = fuse_request(opcode, nodeid, body, unique=self.unique, uid=uid, pid=4242)
+        size = self.session.handle([memoryview(request)], self.reply)
         _, error, _ = _reply_header(self.reply[0])
         if error:
             raise OSError(-error, f"opcode {opcode} failed")

@@ -12,11 +12,15 @@ import argparse
 import os
 import statistics
 import struct
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import fuse_request
 from vfsframe.config.loader import load_config
 from vfsframe.fuse import abi
 from vfsframe.fuse.abi import Opcode
@@ -24,11 +28,6 @@ from vfsframe.runtime import build_session
 from vfsframe.session import FuseSession
 
 PAGE = 4096
-
-
-def request(opcode: Opcode, nodeid: int, body: bytes = b"", payload: int = 0) -> bytearray:
-    size = abi.IN_HEADER.size + len(body) + payload
-    return bytearray(abi.IN_HEADER.pack(size, opcode, 1, nodeid, 0, 0, 1, 0, 0) + body)
 
 
 def pages(buffer: bytearray, offset: int, count: int) -> list[memoryview]:
@@ -49,17 +48,19 @@ class Share:
         self.session: FuseSession = build_session(load_config(config).shares[0])
         self.reply = bytearray(4096)
         init = abi.INIT_IN.pack(7, 38, 0, 0) + bytes(48)
-        self.call(request(Opcode.INIT, 0, init))
-        self.nodeid = self.field(request(Opcode.LOOKUP, 1, b"data\0"))
-        self.fh = self.field(request(Opcode.OPEN, self.nodeid, struct.pack("<II", os.O_RDWR, 0)))
+        self.call(fuse_request(Opcode.INIT, 0, init, pid=1))
+        self.nodeid = self.field(fuse_request(Opcode.LOOKUP, 1, b"data\0", pid=1))
+        self.fh = self.field(
+            fuse_request(Opcode.OPEN, self.nodeid, struct.pack("<II", os.O_RDWR, 0), pid=1)
+        )
         self.fd = os.open(root / "data", os.O_RDWR)
 
-    def call(self, req: bytearray) -> None:
+    def call(self, req: bytes) -> None:
         self.session.handle([memoryview(req)], [memoryview(self.reply)])
         error = struct.unpack_from("<i", self.reply, 4)[0]
         assert error == 0, f"{req[4]}: error {error}"
 
-    def field(self, req: bytearray) -> int:
+    def field(self, req: bytes) -> int:
         """The first u64 of the reply body (an entry's node id, an open's handle)."""
         self.call(req)
         return struct.unpack_from("<Q", self.reply, abi.OUT_HEADER.size)[0]
@@ -83,12 +84,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vfsframe-bench-") as tmp:
         share = Share(Path(tmp), size)
         rw = struct.pack("<QQIIQII", share.fh, 0, size, 0, 0, 0, 0)
-        read_req = [memoryview(request(Opcode.READ, share.nodeid, rw))]
+        read_req = [memoryview(fuse_request(Opcode.READ, share.nodeid, rw, pid=1))]
         read_reply = bytearray(abi.OUT_HEADER.size + size)
         read_views = [memoryview(read_reply)[: abi.OUT_HEADER.size]]
         read_views += pages(read_reply, abi.OUT_HEADER.size, count)
         write_data = bytearray(os.urandom(size))
-        write_req = [memoryview(request(Opcode.WRITE, share.nodeid, rw, size))]
+        write_req = [memoryview(fuse_request(Opcode.WRITE, share.nodeid, rw, pid=1, payload=size))]
         write_req += pages(write_data, 0, count)
         write_reply = [memoryview(bytearray(64))]
         data_pages = pages(read_reply, abi.OUT_HEADER.size, count)
