@@ -250,7 +250,6 @@ class QueueService:
         if watch is not None and not watch.armed:
             watch.arm()
         try:
-            length = None
             if chain.error is None:
                 length = self.handler.handle(chain.readable, chain.writable)
                 room = sum(map(len, chain.writable))
