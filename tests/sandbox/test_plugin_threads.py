@@ -4,6 +4,7 @@ start after the drop (in `start()`), and one started while building is refused."
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import threading
 import urllib.request
@@ -15,6 +16,16 @@ from vfsframe.testing.ports import free_port
 from vfsframe.testing.virtio_driver import TestFrontEnd
 
 from .servers import PASSTHROUGH_CAPS, SandboxedPassthrough, status_fields
+
+
+def _thread_statuses(pid: int) -> list[dict[str, str]]:
+    """The status of each thread of pid still there once listed: the listener serves each
+    scrape on a thread of its own, which may end between the listing and the reading."""
+    statuses = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError):
+            statuses.append(status_fields(int(tid)))
+    return statuses
 
 
 def test_every_thread_of_a_sandboxed_server_holds_only_the_kept_capabilities(tmp_path) -> None:
@@ -32,7 +43,7 @@ def test_every_thread_of_a_sandboxed_server_holds_only_the_kept_capabilities(tmp
             url = f"http://127.0.0.1:{port}/metrics"
             with urllib.request.urlopen(url, timeout=10) as answer:
                 assert b"vfsframe_operations_total" in answer.read()
-            statuses = [status_fields(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+            statuses = _thread_statuses(pid)
         finally:
             front_end.close()
     finally:
