@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import ReferenceVirtiofsd, Server, VfsframePassthrough, restart
 
-from bench.common import drop_caches
+from bench.common import drop_caches, fresh_filesystem
 from vfsframe.testing.guestvm import Share, fetch_kernel, run_guest
 
 GUEST_SCRIPT = r"""
@@ -108,7 +108,8 @@ def main() -> int:
             for index in range(args.repeat):
                 workdir = base / f"{name.split()[0]}-{len(name)}-{index}"
                 workdir.mkdir()
-                figures = run_once(make(workdir), workdir, kernel, args.mib, args.files)
+                with fresh_filesystem(workdir):
+                    figures = run_once(make(workdir), workdir, kernel, args.mib, args.files)
                 for key, value in figures.items():
                     samples.setdefault(key, []).append(value)
                 print(

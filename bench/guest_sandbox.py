@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import VfsframePassthrough
 
+from bench.common import fresh_filesystem
 from bench.guest_virtio import (
     CPU_NOTE,
     UNITS,
@@ -61,8 +62,11 @@ def main() -> int:
             for mode in order:
                 workdir = base / f"r{round_}-{mode}"
                 workdir.mkdir()
-                server = VfsframePassthrough(workdir, request_queues=args.queues, args=MODES[mode])
-                this[mode] = run_once(server, workdir, kernel, args.mib, args.files, args.cpus)
+                with fresh_filesystem(workdir):
+                    server = VfsframePassthrough(
+                        workdir, request_queues=args.queues, args=MODES[mode]
+                    )
+                    this[mode] = run_once(server, workdir, kernel, args.mib, args.files, args.cpus)
                 for key, value in this[mode].items():
                     samples[mode].setdefault(key, []).append(value)
                 print(f"  round {round_ + 1} sandbox {mode}: "

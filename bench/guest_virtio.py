@@ -11,6 +11,9 @@ for the reference, vfsframe with 1 request queue and vfsframe with 4 (QEMU num-r
 Each round boots all three back to back and computes ratios vfsframe/reference from that round;
 medians over --repeat rounds are printed (TCG guests are noisy: one run can differ by 2x).
 The guest clock is /proc/uptime (10 ms; busybox date has no %N), so use enough files.
+Each server's share is on a new ext4 file system of its own (a loop device; see
+`bench.common.fresh_filesystem`): on the host's file system a create cost what earlier runs had
+deleted, whichever server it was.
 
 Run as root:  .venv/bin/python bench/guest_virtio.py [--repeat 3] [--mib 256] [--files 2000]
 """
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import ReferenceVirtiofsd, Server, VfsframePassthrough, restart
 
-from bench.common import cpu_seconds, drop_caches
+from bench.common import cpu_seconds, drop_caches, fresh_filesystem
 from vfsframe.testing.guestvm import Share, fetch_kernel, run_guest
 
 # Phases run in lock step: every worker of a phase starts together and the phase ends when the
@@ -192,11 +195,12 @@ def main() -> int:
             for index, (name, make) in enumerate(targets.items()):
                 workdir = base / f"r{round_}-s{index}"
                 workdir.mkdir()
-                server = make(workdir)
-                this[name] = run_once(server, workdir, kernel, args.mib, args.files, args.cpus)
+                with fresh_filesystem(workdir):
+                    server = make(workdir)
+                    this[name] = run_once(server, workdir, kernel, args.mib, args.files, args.cpus)
+                    counts = queue_counts(server)
                 for key, value in this[name].items():
                     samples[name].setdefault(key, []).append(value)
-                counts = queue_counts(server)
                 print(
                     f"  round {round_ + 1} {name}: "
                     + figures_line(this[name])

@@ -12,6 +12,7 @@ apt_packages=(
     libseccomp2       # vfsframe serve's syscall filter (docs/security.md)
     python3-venv
     gcc python3-dev   # builds the C split-ring module (vfsframe/virtio/_split_ring.c)
+    e2fsprogs         # mkfs.ext4: each server in a guest benchmark gets a fresh file system
 )
 if [ "$(id -u)" -eq 0 ]; then
     apt-get update -q
