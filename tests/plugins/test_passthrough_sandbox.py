@@ -96,6 +96,46 @@ def plant(tree: Tree) -> None:
     (tree.share / "sub" / "deep_rel").symlink_to("../../outside")
 
 
+def test_c_openat2_answers_as_the_ctypes_wrapper(tree: Tree) -> None:
+    """The built C openat2 (the one the sandbox uses) gives the same descriptor target or the
+    same error, path included, as the ctypes wrapper it replaces."""
+    assert syscalls.openat2 is not syscalls.ctypes_openat2, "the C module was not built"
+    plant(tree)
+    (tree.share / "sub" / "file").write_bytes(b"x")
+    root = os.open(tree.share, os.O_PATH | os.O_DIRECTORY)
+    beneath = (
+        syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS
+    )
+    cases = [
+        (b"sub/file", os.O_RDONLY, beneath), (b"sub", os.O_PATH | os.O_DIRECTORY, beneath),
+        (b"abs/secret", os.O_RDONLY, beneath), (b"rel_file", os.O_RDONLY, beneath),
+        (b"sub/deep_rel", os.O_PATH, beneath), (b"../outside/secret", os.O_RDONLY, beneath),
+        (str(tree.secret).encode(), os.O_RDONLY, beneath), (b"missing", os.O_RDONLY, beneath),
+        (b"sub/file/x", os.O_RDONLY, beneath), (b"abs/secret", os.O_RDONLY, 0),
+        (b"sub/file", os.O_RDONLY, 1 << 40),  # an unknown resolve flag: EINVAL
+    ]  # fmt: skip
+
+    def outcome(call: Callable[..., int], path: bytes, flags: int, resolve: int) -> object:
+        try:
+            fd = call(root, path, flags | os.O_CLOEXEC, 0, resolve)
+        except OSError as exc:
+            return (exc.errno, exc.strerror, exc.filename)
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+
+    try:
+        for path, flags, resolve in cases:
+            ours = outcome(syscalls.openat2, path, flags, resolve)
+            assert ours == outcome(syscalls.ctypes_openat2, path, flags, resolve), path
+        with pytest.raises(ValueError, match="null byte"):
+            syscalls.openat2(root, b"sub\0file", os.O_RDONLY, 0, beneath)
+    finally:
+        os.close(root)
+    tree.assert_untouched()
+
+
 # -- in-process: `..` and planted symlinks ---------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The Linux system calls Python's ``os`` module lacks, through ctypes.
+"""The Linux system calls Python's ``os`` module lacks, through ctypes (openat2, the hot one,
+from a small C module when it is built).
 
 Each wrapper raises ``OSError`` with the host errno, like ``os`` functions do. Numbers are
 for x86_64 and aarch64 (the generic table), the two hosts vfsframe runs on.
@@ -56,7 +57,7 @@ def _check(result: int, what: str, path: bytes | None = None) -> int:
     return result
 
 
-def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
+def ctypes_openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
     """openat2(2): ``path`` resolved from ``dirfd`` under the ``resolve`` restrictions."""
     how = OpenHow(flags, mode, resolve)
     fd = _libc.syscall(
@@ -67,6 +68,12 @@ def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int
         ctypes.c_size_t(ctypes.sizeof(how)),
     )
     return _check(fd, "openat2", path)
+
+
+try:  # the same call from C: no ctypes objects built on every path the backend resolves
+    from ._openat2 import openat2
+except ImportError:  # not built
+    openat2 = ctypes_openat2
 
 
 def fchmodat2(dirfd: int, name: bytes, mode: int, flags: int) -> None:
