@@ -32,6 +32,8 @@ from vfsframe.nodes import NodeTable
 
 log = logging.getLogger(__name__)
 
+IN_HEADER = abi.IN_HEADER
+IN_HEADER_SIZE = abi.IN_HEADER.size
 OUT_HEADER_SIZE = abi.OUT_HEADER.size
 MAX_ERRNO = 511  # fuse_dev_do_write refuses out.error <= -512
 Handler = Callable[[Call], Any]
@@ -109,13 +111,14 @@ class FuseSession:
         """Serve one request; return the number of reply bytes written (0: no reply)."""
         try:
             length = total_length(request)
-            if length < abi.IN_HEADER.size:
+            if length < IN_HEADER_SIZE:
                 log.warning(
                     "%s: request of %d bytes is shorter than a header", self.options.name, length
                 )
                 return 0  # no unique to answer to
-            head = gather(request, abi.IN_HEADER.size)
-            size, opcode, unique, nodeid, uid, gid, pid, extlen, _ = abi.IN_HEADER.unpack(head)
+            first = request[0]
+            head = first if len(first) >= IN_HEADER_SIZE else gather(request, IN_HEADER_SIZE)
+            size, opcode, unique, nodeid, uid, gid, pid, extlen, _ = IN_HEADER.unpack_from(head)
         except Exception:
             log.exception("%s: unreadable request header", self.options.name)
             return 0
@@ -125,12 +128,12 @@ class FuseSession:
             call = Call(self, request, reply, opcode, unique, nodeid, ops.Context(uid, gid, pid, 0))
             call.request_length = length
             call.args_end = size - extlen * 8
-            if call.args_end < abi.IN_HEADER.size:
+            if call.args_end < IN_HEADER_SIZE:
                 raise ProtocolError("extension length exceeds the request")
             handler = HANDLERS.get(opcode)
             if handler is None:
                 raise OSError(errno.ENOSYS, f"opcode {opcode}")
-            if not self.initialized and opcode != Opcode.INIT:
+            if not self.proto_minor and opcode != Opcode.INIT:  # not initialized
                 raise OSError(errno.EIO, "request before INIT")
             if opcode in INTERRUPTIBLE:
                 result = self._interruptible(call, handler)

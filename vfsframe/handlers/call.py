@@ -78,6 +78,10 @@ class Call:
         return self._args
 
     def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
+        end = HEADER_SIZE + layout.size
+        first = self.request[0]
+        if end <= self.args_end and end <= len(first):  # the common case: one buffer
+            return layout.unpack_from(first, HEADER_SIZE)
         args = self._args
         if args is None:  # gather just the struct: a WRITE's payload must not be copied
             end = min(self.args_end, HEADER_SIZE + layout.size)

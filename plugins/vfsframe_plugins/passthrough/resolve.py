@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ NAME_MAX = 255
 # work deep below a directory) are resolved in chunks of at most this many bytes.
 CHUNK_MAX = 4000
 _PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+# os.fsencode's encoding, without its call per path.
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def _error(code: int, path: str | bytes) -> OSError:
@@ -39,7 +42,7 @@ def components(path: str) -> list[bytes]:
         # The session's path of an open file that lost its last name: only its handle can
         # reach it, and "" must never mean the root.
         raise _error(errno.ENOENT, path)
-    names = [name for name in os.fsencode(path).split(b"/") if name]
+    names = [name for name in path.encode(_FS_ENCODING, _FS_ERRORS).split(b"/") if name]
     for name in names:
         if name in (b".", b"..") or b"\0" in name:
             raise _error(errno.EINVAL, path)
@@ -88,6 +91,8 @@ class Sandbox:
         flags |= os.O_NOFOLLOW | os.O_CLOEXEC
         if not names:
             return self._open_at(self.root_fd, [b"."], flags, mode)
+        if len(names) * (NAME_MAX + 1) <= CHUNK_MAX:  # short enough for one call, surely
+            return self._open_at(self.root_fd, names, flags, mode)
         dirfd, owned = self.root_fd, False
         try:
             start = 0
