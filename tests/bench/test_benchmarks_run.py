@@ -28,6 +28,8 @@ CASES = [
      rf"Python step, Python ring +{N} µs per chain"),
     ("session_io_cost", ["--requests", "20", "--repeat", "1"],
      rf"WRITE session.handle +{N} µs, bare syscall +{N} µs: {N}x"),
+    ("session_meta_cost", ["--files", "20", "--repeat", "1", "--cold-cache", "1"],
+     rf"per file \(9 requests\) +{N} µs"),
     ("host_passthrough", ["--mib", "8", "--reads", "100", "--files", "50", "--repeat", "1"],
      rf"unlink +ops/s +{N} +{N} +{N} +{N} +{N}"),
     ("host_memory", ["--files", "50", "--mib", "8", "--repeat", "1"],
