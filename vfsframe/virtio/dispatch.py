@@ -7,7 +7,6 @@ grows when one is stuck on a slow request, so a slow request holds only its own 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import logging
@@ -207,13 +206,19 @@ class QueueService:
             while not self._stopping:
                 if serve_one():
                     continue
+                # The ring is empty and the guest will kick for the next chain. Clear the
+                # kick only now, not when woken: a request waits for neither this system
+                # call nor the Python around it. A kick consumed here may announce a chain
+                # that came after the last look, so look again before sleeping.
+                if kick_fd is not None:
+                    try:
+                        os.eventfd_read(kick_fd)
+                        continue
+                    except BlockingIOError:
+                        pass
                 idle[slot] = True
-                events = ep.poll(timeout)
+                ep.poll(timeout)
                 idle[slot] = False
-                for fd, _ in events:
-                    if fd == kick_fd:
-                        with contextlib.suppress(BlockingIOError):
-                            os.eventfd_read(fd)
 
     def _serving_step(self, slot: int) -> Callable[[], bool]:
         """What serves the next chain for thread `slot`: the C ChainServer when the queue's
