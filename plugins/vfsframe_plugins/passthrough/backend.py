@@ -8,13 +8,12 @@ hold their own worker thread, and a SETLKW ends on the caller's INTERRUPT.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from vfsframe import ops, procfd
@@ -26,7 +25,7 @@ from .credentials import Credentials
 from .handles import DirHandle, FileHandle
 from .inodes import InodeNumbers
 from .locks import RecordLocks
-from .resolve import Sandbox, components
+from .resolve import Closing, Sandbox, components
 from .xattrs import XattrPolicy
 
 # fuse_write_in.write_flags
@@ -45,6 +44,7 @@ _OPEN_FLAGS = (
     | os.O_LARGEFILE
 )
 _PROC_FD = "/proc/self/fd/"
+_HANDLES = (FileHandle, DirHandle)  # a request's fh that holds a descriptor
 
 
 def _error(code: int, path: str | bytes = "") -> OSError:
@@ -114,18 +114,14 @@ class PassthroughBackend(Backend):
         self.sandbox.check_name_device(dirfd, names[-1], st)
         return st
 
-    @contextlib.contextmanager
-    def _opath(self, path: str) -> Iterator[int]:
-        """An O_PATH descriptor of the object itself (a symlink stays a symlink)."""
-        fd = self.sandbox.open(components(path), os.O_PATH)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+    def _opath(self, path: str) -> Closing:
+        """``with self._opath(path) as fd``: an O_PATH descriptor of the object itself (a
+        symlink stays a symlink), closed on exit."""
+        return Closing(self.sandbox.open(components(path), os.O_PATH))
 
     @staticmethod
     def _fd(fh: Any) -> int | None:
-        return fh.fd if isinstance(fh, FileHandle | DirHandle) else None
+        return fh.fd if isinstance(fh, _HANDLES) else None
 
     # -- attributes ------------------------------------------------------------------------
 

@@ -10,11 +10,9 @@ apply the request's umask itself (the session negotiates FUSE_DONT_MASK).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
 
 from vfsframe import ops
 
@@ -40,26 +38,41 @@ class Credentials:
                 self._thread.unshared = False
         return bool(self._thread.unshared)
 
-    @contextlib.contextmanager
-    def creating(self, ctx: ops.Context) -> Iterator[None]:
-        """Create as ``ctx``'s ids (when configured) with no process umask interfering."""
-        own_umask = self._own_umask()
-        previous_umask = os.umask(0) if own_umask else None
-        switched = False
-        if self.switch_ids and (ctx.uid != 0 or ctx.gid != 0):
-            syscalls.setfsgid(ctx.gid)
-            syscalls.setfsuid(ctx.uid)
-            switched = True
-        try:
-            yield
-        finally:
-            if switched:
-                syscalls.setfsuid(0)  # first: it brings the file capabilities back
-                syscalls.setfsgid(0)
-            if previous_umask is not None:
-                os.umask(previous_umask)
+    def creating(self, ctx: ops.Context) -> Creating:
+        """``with credentials.creating(ctx)``: create as ``ctx``'s ids (when configured) with
+        no process umask interfering."""
+        return Creating(self, ctx)
 
     @staticmethod
     def mode(ctx: ops.Context, mode: int) -> int:
         """Permission bits of a new node: the request's umask applied."""
         return mode & 0o7777 & ~ctx.umask
+
+
+class Creating:
+    """What ``Credentials.creating`` returns (a class rather than @contextlib.contextmanager,
+    as resolve.ParentDirectory says why)."""
+
+    __slots__ = ("_credentials", "_ctx", "_previous_umask", "_switched")
+
+    def __init__(self, credentials: Credentials, ctx: ops.Context) -> None:
+        self._credentials = credentials
+        self._ctx = ctx
+        self._previous_umask: int | None = None
+        self._switched = False
+
+    def __enter__(self) -> None:
+        credentials, ctx = self._credentials, self._ctx
+        if credentials._own_umask():
+            self._previous_umask = os.umask(0)
+        if credentials.switch_ids and (ctx.uid != 0 or ctx.gid != 0):
+            syscalls.setfsgid(ctx.gid)
+            syscalls.setfsuid(ctx.uid)
+            self._switched = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._switched:
+            syscalls.setfsuid(0)  # first: it brings the file capabilities back
+            syscalls.setfsgid(0)
+        if self._previous_umask is not None:
+            os.umask(self._previous_umask)
