@@ -12,7 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from vfsframe.config.loader import load_config
 from vfsframe.fuse import abi
+from vfsframe.runtime import build_session
+from vfsframe.session import FuseSession
 
 
 def fuse_request(
@@ -29,6 +32,25 @@ def fuse_request(
     ``payload`` bytes more are counted in its length but handed over apart (WRITE data)."""
     size = abi.IN_HEADER.size + len(body) + payload
     return abi.IN_HEADER.pack(size, opcode, unique, nodeid, uid, uid, pid, 0, 0) + body
+
+
+def passthrough_session(workdir: Path, share_root: Path) -> FuseSession:
+    """An in-process FUSE session over a passthrough share of ``share_root`` (its config
+    written in ``workdir``), INIT already answered, for the benchmarks that hand the session
+    requests themselves."""
+    config = workdir / "share.toml"
+    config.write_text(
+        f'[[share]]\ntag = "bench"\nsocket = "{workdir}/s.sock"\ncache = "auto"\n'
+        f'[share.backend]\ntype = "passthrough"\nroot = "{share_root}"\n'
+    )
+    session = build_session(load_config(config).shares[0])
+    reply = bytearray(256)
+    init = fuse_request(abi.Opcode.INIT, 0, abi.INIT_IN.pack(7, 38, 0, 0) + bytes(48), pid=1)
+    session.handle([memoryview(init)], [memoryview(reply)])
+    error = abi.OUT_HEADER.unpack_from(reply)[1]
+    if error:
+        raise RuntimeError(f"INIT failed with errno {-error}")
+    return session
 
 
 def drop_caches() -> None:

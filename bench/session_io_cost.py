@@ -20,11 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fuse_request
-from vfsframe.config.loader import load_config
+from bench.common import fuse_request, passthrough_session
 from vfsframe.fuse import abi
 from vfsframe.fuse.abi import Opcode
-from vfsframe.runtime import build_session
 from vfsframe.session import FuseSession
 
 PAGE = 4096
@@ -40,15 +38,8 @@ class Share:
 
     def __init__(self, root: Path, size: int) -> None:
         (root / "data").write_bytes(os.urandom(size))
-        config = root / "share.toml"
-        config.write_text(
-            f'[[share]]\ntag = "bench"\nsocket = "{root}/s.sock"\n'
-            f'[share.backend]\ntype = "passthrough"\nroot = "{root}"\n'
-        )
-        self.session: FuseSession = build_session(load_config(config).shares[0])
+        self.session: FuseSession = passthrough_session(root, root)
         self.reply = bytearray(4096)
-        init = abi.INIT_IN.pack(7, 38, 0, 0) + bytes(48)
-        self.call(fuse_request(Opcode.INIT, 0, init, pid=1))
         self.nodeid = self.field(fuse_request(Opcode.LOOKUP, 1, b"data\0", pid=1))
         self.fh = self.field(
             fuse_request(Opcode.OPEN, self.nodeid, struct.pack("<II", os.O_RDWR, 0), pid=1)

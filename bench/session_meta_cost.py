@@ -30,11 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_filesystem, fuse_request
-from vfsframe.config.loader import load_config
+from bench.common import fresh_filesystem, fuse_request, passthrough_session
 from vfsframe.fuse import abi
 from vfsframe.fuse.abi import Opcode
-from vfsframe.runtime import build_session
 
 MiB = 1 << 20
 REPLY = struct.Struct("<IiQ")
@@ -45,17 +43,10 @@ class Share:
 
     def __init__(self, root: Path) -> None:
         (root / "share").mkdir()
-        config = root / "share.toml"
-        config.write_text(
-            f'[[share]]\ntag = "bench"\nsocket = "{root}/s.sock"\ncache = "auto"\n'
-            f'[share.backend]\ntype = "passthrough"\nroot = "{root}/share"\n'
-        )
-        self.session = build_session(load_config(config).shares[0])
+        self.session = passthrough_session(root, root / "share")
         self.reply = memoryview(bytearray(4096))
-        self.unique = 0
+        self.unique = 1  # INIT's
         self.elapsed = 0  # ns the last call spent in session.handle
-        init = abi.INIT_IN.pack(7, 38, 0, 0) + bytes(48)
-        self.call(Opcode.INIT, 0, init)
         mkdir = abi.MKDIR_IN.pack(0o755, 0o022)
         self.dirs = [self.field(self.call(Opcode.MKDIR, 1, mkdir + n)) for n in (b"a\0", b"b\0")]
 
