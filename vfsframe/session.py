@@ -133,7 +133,7 @@ class FuseSession:
             handler = HANDLERS.get(opcode)
             if handler is None:
                 raise OSError(errno.ENOSYS, f"opcode {opcode}")
-            if not self.proto_minor and opcode != Opcode.INIT:  # not initialized
+            if not self.initialized and opcode != Opcode.INIT:
                 raise OSError(errno.EIO, "request before INIT")
             if opcode in INTERRUPTIBLE:
                 result = self._interruptible(call, handler)

@@ -84,7 +84,7 @@ class Call:
             return layout.unpack_from(first, HEADER_SIZE)
         args = self._args
         if args is None:  # gather just the struct: a WRITE's payload must not be copied
-            end = min(self.args_end, HEADER_SIZE + layout.size)
+            end = min(self.args_end, end)
             args = gather(self.request, end)[HEADER_SIZE:]
         if len(args) < layout.size:
             raise ProtocolError(f"arguments of {len(args)} bytes, expected {layout.size}")
