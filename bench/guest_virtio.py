@@ -106,7 +106,7 @@ CPU_NOTE = (
 
 def figure_text(workload: str, value: float) -> str:
     """A figure as the tables print it: whole numbers, the server's CPU seconds in tenths."""
-    return f"{value:,.{DIGITS.get(UNITS[workload], 0)}f}"
+    return f"{value:,.{DIGITS.get(UNITS.get(workload, ''), 0)}f}"
 
 
 def figures_line(figures: dict[str, float]) -> str:
@@ -166,6 +166,63 @@ def workload_arguments(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+Samples = dict[str, dict[str, list[float]]]  # target -> workload -> one figure per round
+
+
+def compare_servers(
+    targets: dict[str, Callable[[Path], Server]],
+    run: Callable[[Server, Path], dict[str, float]],
+    repeat: int,
+    scratch: Path,
+) -> tuple[Samples, Samples]:
+    """Each round runs every target once, in order, each server on a fresh file system under
+    ``scratch``; returns every target's figures and, for all but the first, their ratios to
+    the first target's figures of the same round (the guests ran minutes apart under the same
+    load, where rounds differ by up to 2x)."""
+    names = list(targets)
+    samples: Samples = {name: {} for name in names}
+    ratios: Samples = {name: {} for name in names[1:]}
+    base = Path(tempfile.mkdtemp(prefix="guest-bench-", dir=scratch))
+    try:
+        for round_ in range(repeat):
+            this: dict[str, dict[str, float]] = {}
+            for index, (name, make) in enumerate(targets.items()):
+                workdir = base / f"r{round_}-s{index}"
+                workdir.mkdir()
+                with fresh_filesystem(workdir):
+                    server = make(workdir)
+                    this[name] = run(server, workdir)
+                    counts = queue_counts(server)
+                for key, value in this[name].items():
+                    samples[name].setdefault(key, []).append(value)
+                print(
+                    f"  round {round_ + 1} {name}: "
+                    + figures_line(this[name])
+                    + (f"  [served {counts}]" if counts else ""),
+                    flush=True,
+                )
+            for name in names[1:]:
+                for key, value in this[name].items():
+                    ratios[name].setdefault(key, []).append(value / this[names[0]][key])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return samples, ratios
+
+
+def print_comparison(samples: Samples, ratios: Samples, units: dict[str, str]) -> None:
+    """The medians of every target's figures, then the medians of the per-round ratios."""
+    names = list(samples)
+    head = f"\n{'workload':<13} {'unit':<6}" + "".join(f"{n:>15}" for n in names)
+    print(head + "".join(f"{n.split()[-1] + '/C':>10}" for n in ratios))
+    for workload, unit in units.items():
+        values = "".join(
+            f"{figure_text(workload, statistics.median(samples[n][workload])):>15}" for n in names
+        )
+        quoted = "".join(f"{statistics.median(ratios[n][workload]):>10.2f}" for n in ratios)
+        print(f"{workload:<13} {unit:<6}{values}{quoted}")
+    print("(ratios: median over rounds of the per-round ratio vfsframe/virtiofsd)")
+
+
 def main() -> int:
     parser = workload_arguments(__doc__)
     args = parser.parse_args()
@@ -180,48 +237,17 @@ def main() -> int:
         "vfsframe 1q": lambda d: VfsframePassthrough(d, request_queues=1),
         "vfsframe 4q": lambda d: VfsframePassthrough(d, request_queues=4),
     }
-    names = list(targets)
-    ref = names[0]
     print(
         f"guest (TCG, {args.cpus} vCPUs): {args.mib} MiB dd in 1 MiB blocks, {args.files} files; "
         f"{args.repeat} round(s), medians"
     )
-    samples: dict[str, dict[str, list[float]]] = {n: {} for n in names}
-    ratios: dict[str, dict[str, list[float]]] = {n: {} for n in names[1:]}
-    base = Path(tempfile.mkdtemp(prefix="guest-virtio-bench-", dir=args.dir))
-    try:
-        for round_ in range(args.repeat):
-            this: dict[str, dict[str, float]] = {}
-            for index, (name, make) in enumerate(targets.items()):
-                workdir = base / f"r{round_}-s{index}"
-                workdir.mkdir()
-                with fresh_filesystem(workdir):
-                    server = make(workdir)
-                    this[name] = run_once(server, workdir, kernel, args.mib, args.files, args.cpus)
-                    counts = queue_counts(server)
-                for key, value in this[name].items():
-                    samples[name].setdefault(key, []).append(value)
-                print(
-                    f"  round {round_ + 1} {name}: "
-                    + figures_line(this[name])
-                    + (f"  [served {counts}]" if counts else ""),
-                    flush=True,
-                )
-            # Ratios within one round: the guests ran minutes apart under the same load.
-            for name in names[1:]:
-                for key, value in this[name].items():
-                    ratios[name].setdefault(key, []).append(value / this[ref][key])
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    head = f"\n{'workload':<13} {'unit':<6}" + "".join(f"{n:>15}" for n in names)
-    print(head + "".join(f"{n.split()[-1] + '/C':>10}" for n in names[1:]))
-    for workload, unit in UNITS.items():
-        values = "".join(
-            f"{figure_text(workload, statistics.median(samples[n][workload])):>15}" for n in names
-        )
-        quoted = "".join(f"{statistics.median(ratios[n][workload]):>10.2f}" for n in names[1:])
-        print(f"{workload:<13} {unit:<6}{values}{quoted}")
-    print("(ratios: median over rounds of the per-round ratio vfsframe/virtiofsd)")
+    samples, ratios = compare_servers(
+        targets,
+        lambda server, workdir: run_once(server, workdir, kernel, args.mib, args.files, args.cpus),
+        args.repeat,
+        args.dir,
+    )
+    print_comparison(samples, ratios, UNITS)
     print(CPU_NOTE)
     return 0
 

@@ -44,7 +44,7 @@ CASES = [
                  rf"meta 4 procs +ops/s +{N} +{N} +{N} +{N} +{N}", marks=guest),
     pytest.param("guest_sandbox", [*SMALL, "--cpus", "2"], rf"server CPU +s +{N} +{N} +{N}",
                  marks=guest),
-    pytest.param("guest_passthrough", SMALL, rf"unlink +ops/s +{N} +{N} +{N} +{N} +{N}",
+    pytest.param("guest_passthrough", SMALL, rf"rm -rf +ops/s +{N} +{N} +{N} +{N} +{N}",
                  marks=guest),
     pytest.param("guest_two_guests", ["--repeat", "1"],
                  rf"virtiofsd cache=none \(2 processes\) +{N} +{N} +{N}", marks=guest),
