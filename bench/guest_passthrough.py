@@ -23,11 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
 
-from servers import ReferenceVirtiofsd, Server, VfsframePassthrough, restart
+from servers import ReferenceVirtiofsd, Server, VfsframePassthrough
 
-from bench.common import cpu_seconds, drop_caches
-from bench.guest_virtio import CPU_NOTE, compare_servers, print_comparison, workload_arguments
-from vfsframe.testing.guestvm import Share, fetch_kernel, run_guest
+from bench.guest_virtio import (
+    CPU_NOTE,
+    compare_servers,
+    print_comparison,
+    serve_guest,
+    workload_arguments,
+)
+from vfsframe.testing.guestvm import fetch_kernel
 
 GUEST_SCRIPT = r"""
 now() { cut -d' ' -f1 /proc/uptime; }
@@ -54,16 +59,8 @@ check umount "umount /mnt/a"
 def run_once(
     server: Server, workdir: Path, kernel: Path, mib: int, files: int, cpus: int
 ) -> dict[str, float]:
-    server.start()
-    try:
-        drop_caches()
-        script = f"TAG={server.tag}\nMIB={mib}\nFILES={files}\n{GUEST_SCRIPT}"
-        share = Share(server.tag, server.socket, server.request_queues)
-        result = run_guest(script, [share], workdir / "vm", timeout=900,
-                           before_retry=lambda: restart(server), kernel=kernel, cpus=cpus)  # type: ignore[arg-type]  # fmt: skip
-        server_cpu = cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
-    finally:
-        server.stop()
+    script = f"TAG={server.tag}\nMIB={mib}\nFILES={files}\n{GUEST_SCRIPT}"
+    result, server_cpu = serve_guest(server, script, workdir, kernel, cpus, timeout=900)
     if not result.finished or result.failed():
         raise RuntimeError(f"guest run failed: {result.failed()}\n{result.serial[-2000:]}")
     seconds = {name: max(float(value), 0.01) for name, value in result.results.items()}
