@@ -66,7 +66,12 @@ class ShareBase(BaseModel):
         "backend, so all of them see the same files.",
     )
     request_queues: int = Field(
-        1, ge=1, le=64, description="virtio-fs request queues (QEMU's num-request-queues)."
+        1,
+        ge=1,
+        le=64,
+        description="virtio-fs request queues (QEMU's num-request-queues). One suits shares "
+        "that mostly stream large files, one per guest vCPU those that mostly create, look up "
+        "and remove (docs/virtio.md, \"One queue or several\").",
     )
     cache: CachePolicyName = Field(
         "auto",
