@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,20 +67,26 @@ def fresh_filesystem(mountpoint: Path, size: int = 2 << 30) -> Iterator[bool]:
     one, so that they start from the same file system state: on a file system without a
     journal, ext4 skips inodes deleted in the last minutes when it allocates one, and reads
     each of them to find out, so a create costs what the earlier runs deleted (0.9 ms against
-    0.1 ms on the development machine). Without loop devices it says so and leaves the
-    directory as it is (False)."""
+    0.1 ms on the development machine). The loop device reads and writes its image with
+    direct I/O, as a disk would: a buffered one kept every block twice in the page cache, and
+    its flushes made a passthrough mount's 1 GiB write 2.5 times slower than on the host's own
+    file system. Without loop devices it says so and leaves the directory as it is (False)."""
     image = mountpoint.with_name(mountpoint.name + ".ext4")
+    device = ""
     try:
         with open(image, "wb") as f:
             f.truncate(size)  # sparse: only what is written takes space
         # Inode tables and journal written now, not by a kernel thread during the run.
         mkfs = ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"]
         subprocess.run([*mkfs, str(image)], check=True, capture_output=True)
-        subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True,
-                       capture_output=True)  # fmt: skip
+        losetup = ["losetup", "--find", "--show", "--direct-io=on", str(image)]
+        device = subprocess.run(losetup, check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run(["mount", device, str(mountpoint)], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", b"") or str(exc)
         print(f"  (no fresh file system for {mountpoint}: {detail!r}; using the host's)")
+        if device:
+            subprocess.run(["losetup", "--detach", device], check=False)
         image.unlink(missing_ok=True)
         yield False
         return
@@ -87,6 +94,7 @@ def fresh_filesystem(mountpoint: Path, size: int = 2 << 30) -> Iterator[bool]:
         yield True
     finally:
         subprocess.run(["umount", str(mountpoint)], check=False)
+        subprocess.run(["losetup", "--detach", device], check=False)
         image.unlink(missing_ok=True)
 
 
@@ -124,6 +132,66 @@ def collect_samples(
             samples.setdefault(key, []).append(value)
         print(f"  {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in results.items()), flush=True)
     return samples
+
+
+Figures = dict[str, float]  # workload -> figure
+Samples = dict[str, dict[str, list[float]]]  # target -> workload -> one figure per round
+
+
+def compare_in_rounds(
+    targets: dict[str, Callable[[int], tuple[Figures, str]]],
+    repeat: int,
+    text: Callable[[str, float], str],
+) -> tuple[Samples, Samples]:
+    """Each round runs every target once, in order (a target gets the round's number and
+    returns its figures and a remark for the log line); returns every target's figures and, for
+    all but the first, their ratios to the first target's figures of the same round. On a
+    shared machine whole rounds differ by up to 2x; the ratio within a round does not."""
+    names = list(targets)
+    samples: Samples = {name: {} for name in names}
+    ratios: Samples = {name: {} for name in names[1:]}
+    for round_ in range(repeat):
+        this: dict[str, Figures] = {}
+        for name, run in targets.items():
+            this[name], remark = run(round_)
+            for key, value in this[name].items():
+                samples[name].setdefault(key, []).append(value)
+            figures = ", ".join(f"{key} {text(key, v)}" for key, v in this[name].items())
+            print(f"  round {round_ + 1} {name}: {figures}{remark}", flush=True)
+        for name in names[1:]:
+            for key, value in this[name].items():
+                ratios[name].setdefault(key, []).append(value / this[names[0]][key])
+    return samples, ratios
+
+
+def print_comparison(
+    samples: Samples,
+    ratios: Samples,
+    units: dict[str, str],
+    text: Callable[[str, float], str],
+    reference: str,
+) -> None:
+    """The medians of every target's figures, then the medians of its per-round ratios to the
+    first target (``reference`` names it in the column heads)."""
+    names = list(samples)
+    widths = [max(15, len(name) + 2) for name in names]
+    head = f"\n{'workload':<13} {'unit':<6}" + "".join(
+        f"{name:>{width}}" for name, width in zip(names, widths, strict=True)
+    )
+    print(head + "".join(f"{name.split()[-1] + '/' + reference:>18}" for name in ratios))
+    for workload, unit in units.items():
+        values = "".join(
+            f"{text(workload, statistics.median(samples[name][workload])):>{width}}"
+            for name, width in zip(names, widths, strict=True)
+        )
+        quoted = "".join(f"{statistics.median(ratios[n][workload]):>18.2f}" for n in ratios)
+        print(f"{workload:<13} {unit:<6}{values}{quoted}")
+    print(f"(ratios: median over rounds of the per-round ratio to {names[0]})")
+
+
+def whole_number(workload: str, value: float) -> str:
+    """A figure as a table prints it (``workload`` is for tables that print some otherwise)."""
+    return f"{value:,.0f}"
 
 
 def wait_mounted(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -25,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import ReferenceVirtiofsd, Server, VfsframePassthrough
 
+from bench.common import print_comparison
 from bench.guest_virtio import (
     CPU_NOTE,
     compare_servers,
-    print_comparison,
+    figure_text,
     serve_guest,
     workload_arguments,
 )
@@ -108,7 +109,7 @@ def main() -> int:
         args.repeat,
         args.dir,
     )
-    print_comparison(samples, ratios, UNITS)
+    print_comparison(samples, ratios, UNITS, figure_text, "C")
     print(CPU_NOTE)
     return 0
 

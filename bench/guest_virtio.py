@@ -21,10 +21,10 @@ Run as root:  .venv/bin/python bench/guest_virtio.py [--repeat 3] [--mib 256] [-
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -36,7 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import ReferenceVirtiofsd, Server, VfsframePassthrough, restart
 
-from bench.common import cpu_seconds, drop_caches, fresh_filesystem
+from bench.common import (
+    Figures,
+    Samples,
+    compare_in_rounds,
+    cpu_seconds,
+    drop_caches,
+    fresh_filesystem,
+    print_comparison,
+)
 from vfsframe.testing.guestvm import GuestResult, Share, fetch_kernel, run_guest
 
 # Phases run in lock step: every worker of a phase starts together and the phase ends when the
@@ -178,61 +186,33 @@ def workload_arguments(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-Samples = dict[str, dict[str, list[float]]]  # target -> workload -> one figure per round
-
-
 def compare_servers(
     targets: dict[str, Callable[[Path], Server]],
-    run: Callable[[Server, Path], dict[str, float]],
+    run: Callable[[Server, Path], Figures],
     repeat: int,
     scratch: Path,
 ) -> tuple[Samples, Samples]:
-    """Each round runs every target once, in order, each server on a fresh file system under
-    ``scratch``; returns every target's figures and, for all but the first, their ratios to
-    the first target's figures of the same round (the guests ran minutes apart under the same
-    load, where rounds differ by up to 2x)."""
-    names = list(targets)
-    samples: Samples = {name: {} for name in names}
-    ratios: Samples = {name: {} for name in names[1:]}
+    """`compare_in_rounds` for servers: each is made in a directory of its own under
+    ``scratch``, on a new file system, and ``run``; the log line says what each queue served."""
     base = Path(tempfile.mkdtemp(prefix="guest-bench-", dir=scratch))
+
+    def boot(index: int, make: Callable[[Path], Server], round_: int) -> tuple[Figures, str]:
+        workdir = base / f"r{round_}-s{index}"
+        workdir.mkdir()
+        with fresh_filesystem(workdir):
+            server = make(workdir)
+            figures = run(server, workdir)
+        counts = queue_counts(server)
+        return figures, f"  [served {counts}]" if counts else ""
+
+    rounds = {
+        name: functools.partial(boot, index, make)
+        for index, (name, make) in enumerate(targets.items())
+    }
     try:
-        for round_ in range(repeat):
-            this: dict[str, dict[str, float]] = {}
-            for index, (name, make) in enumerate(targets.items()):
-                workdir = base / f"r{round_}-s{index}"
-                workdir.mkdir()
-                with fresh_filesystem(workdir):
-                    server = make(workdir)
-                    this[name] = run(server, workdir)
-                    counts = queue_counts(server)
-                for key, value in this[name].items():
-                    samples[name].setdefault(key, []).append(value)
-                print(
-                    f"  round {round_ + 1} {name}: "
-                    + figures_line(this[name])
-                    + (f"  [served {counts}]" if counts else ""),
-                    flush=True,
-                )
-            for name in names[1:]:
-                for key, value in this[name].items():
-                    ratios[name].setdefault(key, []).append(value / this[names[0]][key])
+        return compare_in_rounds(rounds, repeat, figure_text)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return samples, ratios
-
-
-def print_comparison(samples: Samples, ratios: Samples, units: dict[str, str]) -> None:
-    """The medians of every target's figures, then the medians of the per-round ratios."""
-    names = list(samples)
-    head = f"\n{'workload':<13} {'unit':<6}" + "".join(f"{n:>15}" for n in names)
-    print(head + "".join(f"{n.split()[-1] + '/C':>10}" for n in ratios))
-    for workload, unit in units.items():
-        values = "".join(
-            f"{figure_text(workload, statistics.median(samples[n][workload])):>15}" for n in names
-        )
-        quoted = "".join(f"{statistics.median(ratios[n][workload]):>10.2f}" for n in ratios)
-        print(f"{workload:<13} {unit:<6}{values}{quoted}")
-    print("(ratios: median over rounds of the per-round ratio vfsframe/virtiofsd)")
 
 
 def main() -> int:
@@ -259,7 +239,7 @@ def main() -> int:
         args.repeat,
         args.dir,
     )
-    print_comparison(samples, ratios, UNITS)
+    print_comparison(samples, ratios, UNITS, figure_text, "C")
     print(CPU_NOTE)
     return 0
 

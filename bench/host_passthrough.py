@@ -1,25 +1,27 @@
 """Host-mount benchmark of the passthrough backend against the native directory it shares.
 
 Run as root:  .venv/bin/python bench/host_passthrough.py [--mib 1024] [--reads 20000]
-                                                          [--files 10000] [--repeat 1]
+                                                          [--files 10000] [--repeat 3]
 
-Every workload runs on a native directory and on a passthrough mount of another directory, in
-the same run, and is reported as a ratio against native. Each target gets a new ext4 file system
-of its own on a loop device in --dir (`bench.common.fresh_filesystem`): on a file system that
-earlier runs deleted files on, a create costs what they deleted; `--on-dir` tests --dir's own
-file system instead. Page caches are dropped before each read workload, so reads come from the disk on
-both sides. The vfsframe server runs as its own process (`vfsframe mount`), as a user would
-run it. The issue's target: large sequential I/O at least 50% of native.
+Each round runs every workload on a native directory, then on a passthrough mount with
+cache=auto and one with cache=none; the ratios against native are medians of the per-round
+ratios (whole rounds differ by up to 2x on a shared machine). Each target gets a new ext4 file
+system of its own on a loop device in --dir (`bench.common.fresh_filesystem`): on a file
+system where earlier runs deleted files, a create costs what they deleted. `--on-dir` tests
+--dir's own file system instead. Page caches are dropped before each read workload, so reads
+come from the disk on both sides. The vfsframe server runs as its own process
+(`vfsframe mount`), as a user would run it. The issue's target: large sequential I/O at least
+50% of native.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -29,11 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    collect_samples,
+    Figures,
+    compare_in_rounds,
     drop_caches,
     fresh_filesystem,
+    print_comparison,
     timed,
     vfsframe_mount,
+    whole_number,
 )
 from bench.host_memory import metadata_workloads, sequential_workloads
 
@@ -100,19 +105,6 @@ UNITS = {
 }
 
 
-def run_target(
-    name: str,
-    mount: Callable[[], contextlib.AbstractContextManager[Path]],
-    args: argparse.Namespace,
-) -> dict[str, list[float]]:
-    def workloads(root: Path) -> dict[str, float]:
-        results = sequential_workloads(root, args.mib)
-        results |= random_reads(root, args.mib, args.reads)
-        return results | metadata_workloads(root, args.files)
-
-    return collect_samples(name, mount, args.repeat, workloads)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,7 +112,7 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=1024, help="sequential / random file size")
     parser.add_argument("--reads", type=int, default=20_000, help="random 4 KiB reads")
     parser.add_argument("--files", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (medians are quoted)")
     parser.add_argument(
         "--dir", type=Path, default=Path("/var/tmp"), help="where the file systems are made"
     )
@@ -150,25 +142,26 @@ def main() -> int:
     }
     print(
         f"{'on' if args.on_dir else 'new ext4 file systems in'} {args.dir}: "
-        f"{args.mib} MiB sequential in 1 MiB blocks, {args.reads} random 4 KiB reads, {args.files} files; median of {args.repeat}; {os.cpu_count()} CPUs",
+        f"{args.mib} MiB sequential in 1 MiB blocks, {args.reads} random 4 KiB reads, "
+        f"{args.files} files; {args.repeat} round(s), medians; {os.cpu_count()} CPUs",
         flush=True,
     )
     started = time.monotonic()
-    medians: dict[str, dict[str, float]] = {}
-    for name, mount in targets.items():
-        samples = run_target(name, mount, args)
-        medians[name] = {key: statistics.median(values) for key, values in samples.items()}
-    print()
-    names = list(targets)
-    print(
-        f"{'workload':<13} {'unit':<6}" + "".join(f"{n:>24}" for n in names) + "   ratios vs native"
-    )
-    for workload, unit in UNITS.items():
-        values = [medians[name][workload] for name in names]
-        ratios = "  ".join(f"{v / values[0]:.2f}" for v in values[1:])
-        print(
-            f"{workload:<13} {unit:<6}" + "".join(f"{v:>24,.0f}" for v in values) + f"   {ratios}"
-        )
+
+    def workloads(root: Path) -> Figures:
+        results = sequential_workloads(root, args.mib)
+        results |= random_reads(root, args.mib, args.reads)
+        return results | metadata_workloads(root, args.files)
+
+    def run(
+        mount: Callable[[], contextlib.AbstractContextManager[Path]], _: int
+    ) -> tuple[Figures, str]:
+        with mount() as root:
+            return workloads(root), ""
+
+    rounds = {name: functools.partial(run, mount) for name, mount in targets.items()}
+    samples, ratios = compare_in_rounds(rounds, args.repeat, whole_number)
+    print_comparison(samples, ratios, UNITS, whole_number, "native")
     print(f"\n({time.monotonic() - started:.0f} s)")
     return 0
 
