@@ -202,7 +202,7 @@ def compare_servers(
         with fresh_filesystem(workdir):
             server = make(workdir)
             figures = run(server, workdir)
-        counts = queue_counts(server)
+            counts = queue_counts(server)  # its log is on the file system
         return figures, f"  [served {counts}]" if counts else ""
 
     rounds = {
