@@ -138,6 +138,14 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
 
 
+def sync_directory(path: Path, sync: Callable[[int], None]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sync(fd)  # FSYNCDIR on the mount
+    finally:
+        os.close(fd)
+
+
 def posix_script(d: Path) -> list[tuple[str, Any]]:
     """The POSIX checks, run as root, on directory ``d``; returns what they saw."""
     r = Record()
@@ -173,6 +181,8 @@ def posix_script(d: Path) -> list[tuple[str, Any]]:
         r("unlink dir", lambda: os.unlink(d / "a"))
         r("rmdir file", lambda: os.rmdir(d / "a" / "f"))
         r("mkdir sub", lambda: os.mkdir(d / "a" / "sub"))
+        r("fsync dir", lambda: sync_directory(d / "a", os.fsync))
+        r("fdatasync dir", lambda: sync_directory(d / "a", os.fdatasync))
         r("rename into self", lambda: os.rename(d / "a", d / "a" / "sub" / "x"))
         r("mkdir b", lambda: os.mkdir(d / "b"))
         r("rename over nonempty", lambda: os.rename(d / "b", d / "a"))

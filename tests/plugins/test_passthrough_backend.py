@@ -334,6 +334,10 @@ def test_fallocate_lseek_copy_file_range(chain: ShareChain, tmp_path: Path) -> N
     assert chain.copy_file_range(req) == 4
     assert (tmp_path / "g").read_bytes() == b"\0\0ello"
     chain.fsync(ops.FsyncRequest(ROOT, "/g", dst, datasync=True))
+    directory = chain.opendir(ops.OpendirRequest(ROOT, "/"))
+    for datasync in (False, True):
+        chain.fsyncdir(ops.FsyncdirRequest(ROOT, "/", directory, datasync))
+    chain.releasedir(ops.ReleasedirRequest(ROOT, "/", directory))
     chain.syncfs(ops.SyncfsRequest(ROOT))
     for fh in (src, dst):
         chain.release(ops.ReleaseRequest(ROOT, "", fh))
