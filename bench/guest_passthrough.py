@@ -25,15 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import ReferenceVirtiofsd, Server, VfsframePassthrough
 
-from bench.common import print_comparison
-from bench.guest_virtio import (
-    CPU_NOTE,
-    compare_servers,
-    figure_text,
-    serve_guest,
-    workload_arguments,
-)
-from vfsframe.testing.guestvm import fetch_kernel
+from bench.guest_virtio import compare_with_reference, serve_guest, workload_arguments
 
 GUEST_SCRIPT = r"""
 now() { cut -d' ' -f1 /proc/uptime; }
@@ -90,7 +82,6 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root (drop_caches, QEMU memfd shares)", file=sys.stderr)
         return 2
-    kernel = fetch_kernel()
     targets: dict[str, Callable[[Path], Server]] = {
         "virtiofsd (C)": ReferenceVirtiofsd,
         "vfsframe 1q": lambda d: VfsframePassthrough(d, request_queues=1),
@@ -99,18 +90,7 @@ def main() -> int:
         targets[f"vfsframe {args.cpus}q"] = lambda d: VfsframePassthrough(
             d, request_queues=args.cpus
         )
-    print(
-        f"guest (TCG, {args.cpus} vCPUs): {args.mib} MiB dd in 1 MiB blocks, {args.files} files; "
-        f"{args.repeat} round(s), medians"
-    )
-    samples, ratios = compare_servers(
-        targets,
-        lambda server, workdir: run_once(server, workdir, kernel, args.mib, args.files, args.cpus),
-        args.repeat,
-        args.dir,
-    )
-    print_comparison(samples, ratios, UNITS, figure_text, "C")
-    print(CPU_NOTE)
+    compare_with_reference(targets, run_once, UNITS, args)
     return 0
 
 

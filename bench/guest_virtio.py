@@ -215,20 +215,15 @@ def compare_servers(
         shutil.rmtree(base, ignore_errors=True)
 
 
-def main() -> int:
-    parser = workload_arguments(__doc__)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root (drop_caches, QEMU memfd shares)", file=sys.stderr)
-        return 2
-    if args.files % 4:
-        parser.error("--files must split evenly over 4 processes")
+def compare_with_reference(
+    targets: dict[str, Callable[[Path], Server]],
+    run_once: Callable[[Server, Path, Path, int, int, int], Figures],
+    units: dict[str, str],
+    args: argparse.Namespace,
+) -> None:
+    """Run a guest workload (``run_once``, with `workload_arguments`' options) on every target
+    in rounds and print the table of figures and ratios to the first target, the reference."""
     kernel = fetch_kernel()
-    targets: dict[str, Callable[[Path], Server]] = {
-        "virtiofsd (C)": ReferenceVirtiofsd,
-        "vfsframe 1q": lambda d: VfsframePassthrough(d, request_queues=1),
-        "vfsframe 4q": lambda d: VfsframePassthrough(d, request_queues=4),
-    }
     print(
         f"guest (TCG, {args.cpus} vCPUs): {args.mib} MiB dd in 1 MiB blocks, {args.files} files; "
         f"{args.repeat} round(s), medians"
@@ -239,8 +234,24 @@ def main() -> int:
         args.repeat,
         args.dir,
     )
-    print_comparison(samples, ratios, UNITS, figure_text, "C")
+    print_comparison(samples, ratios, units, figure_text, "C")
     print(CPU_NOTE)
+
+
+def main() -> int:
+    parser = workload_arguments(__doc__)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (drop_caches, QEMU memfd shares)", file=sys.stderr)
+        return 2
+    if args.files % 4:
+        parser.error("--files must split evenly over 4 processes")
+    targets: dict[str, Callable[[Path], Server]] = {
+        "virtiofsd (C)": ReferenceVirtiofsd,
+        "vfsframe 1q": lambda d: VfsframePassthrough(d, request_queues=1),
+        "vfsframe 4q": lambda d: VfsframePassthrough(d, request_queues=4),
+    }
+    compare_with_reference(targets, run_once, UNITS, args)
     return 0
 
 
