@@ -71,7 +71,7 @@ class ShareBase(BaseModel):
         le=64,
         description="virtio-fs request queues (QEMU's num-request-queues). One suits shares "
         "that mostly stream large files, one per guest vCPU those that mostly create, look up "
-        "and remove (docs/virtio.md, \"One queue or several\").",
+        'and remove (docs/virtio.md, "One queue or several").',
     )
     cache: CachePolicyName = Field(
         "auto",
