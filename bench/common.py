@@ -116,6 +116,20 @@ def timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+Figures = dict[str, float]  # workload -> figure
+Samples = dict[str, dict[str, list[float]]]  # target -> workload -> one figure per round
+
+
+def whole_number(workload: str, value: float) -> str:
+    """A figure as a table prints it (``workload`` is for tables that print some otherwise)."""
+    return f"{value:,.0f}"
+
+
+def figures_line(figures: Figures, text: Callable[[str, float], str] = whole_number) -> str:
+    """One run's figures on one line: "seq write 1,234, create 567"."""
+    return ", ".join(f"{workload} {text(workload, value)}" for workload, value in figures.items())
+
+
 def collect_samples(
     name: str,
     mount: Callable[[], contextlib.AbstractContextManager[Path]],
@@ -130,12 +144,8 @@ def collect_samples(
             results = workloads(root)
         for key, value in results.items():
             samples.setdefault(key, []).append(value)
-        print(f"  {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in results.items()), flush=True)
+        print(f"  {name}: {figures_line(results)}", flush=True)
     return samples
-
-
-Figures = dict[str, float]  # workload -> figure
-Samples = dict[str, dict[str, list[float]]]  # target -> workload -> one figure per round
 
 
 def compare_in_rounds(
@@ -156,8 +166,9 @@ def compare_in_rounds(
             this[name], remark = run(round_)
             for key, value in this[name].items():
                 samples[name].setdefault(key, []).append(value)
-            figures = ", ".join(f"{key} {text(key, v)}" for key, v in this[name].items())
-            print(f"  round {round_ + 1} {name}: {figures}{remark}", flush=True)
+            print(
+                f"  round {round_ + 1} {name}: {figures_line(this[name], text)}{remark}", flush=True
+            )
         for name in names[1:]:
             for key, value in this[name].items():
                 ratios[name].setdefault(key, []).append(value / this[names[0]][key])
@@ -187,11 +198,6 @@ def print_comparison(
         quoted = "".join(f"{statistics.median(ratios[n][workload]):>18.2f}" for n in ratios)
         print(f"{workload:<13} {unit:<6}{values}{quoted}")
     print(f"(ratios: median over rounds of the per-round ratio to {names[0]})")
-
-
-def whole_number(workload: str, value: float) -> str:
-    """A figure as a table prints it (``workload`` is for tables that print some otherwise)."""
-    return f"{value:,.0f}"
 
 
 def wait_mounted(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -23,12 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import VfsframePassthrough
 
-from bench.common import fresh_filesystem
+from bench.common import figures_line, fresh_filesystem
 from bench.guest_virtio import (
     CPU_NOTE,
     UNITS,
     figure_text,
-    figures_line,
     run_once,
     workload_arguments,
 )
@@ -70,7 +69,7 @@ def main() -> int:
                 for key, value in this[mode].items():
                     samples[mode].setdefault(key, []).append(value)
                 print(f"  round {round_ + 1} sandbox {mode}: "
-                      + figures_line(this[mode]), flush=True)  # fmt: skip
+                      + figures_line(this[mode], figure_text), flush=True)  # fmt: skip
             for key in this["on"]:
                 ratios.setdefault(key, []).append(this["on"][key] / this["off"][key])
     finally:

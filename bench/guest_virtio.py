@@ -117,10 +117,6 @@ def figure_text(workload: str, value: float) -> str:
     return f"{value:,.{DIGITS.get(UNITS.get(workload, ''), 0)}f}"
 
 
-def figures_line(figures: dict[str, float]) -> str:
-    return ", ".join(f"{workload} {figure_text(workload, v)}" for workload, v in figures.items())
-
-
 def queue_counts(server: Server) -> str:
     served = re.findall(r"requests served: ([^)]*)\)", server.log())
     return served[-1] if served else ""

@@ -52,10 +52,7 @@ def scratch_directory(base: Path, prefix: str, fresh: bool) -> Iterator[Path]:
     """A new directory in ``base``; on a new file system of its own when ``fresh``."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     try:
-        if fresh:
-            with fresh_filesystem(path, FRESH_SIZE):
-                yield path
-        else:
+        with fresh_filesystem(path, FRESH_SIZE) if fresh else contextlib.nullcontext():
             yield path
     finally:
         shutil.rmtree(path)

@@ -35,7 +35,6 @@ from vfsframe.fuse import abi
 from vfsframe.fuse.abi import Opcode
 
 MiB = 1 << 20
-REPLY = struct.Struct("<IiQ")
 
 
 class Share:
@@ -57,10 +56,10 @@ class Share:
         start = time.perf_counter_ns()
         size = self.session.handle(request, [self.reply])
         self.elapsed = time.perf_counter_ns() - start
-        error = REPLY.unpack_from(self.reply)[1]
+        error = abi.OUT_HEADER.unpack_from(self.reply)[1]
         if -error != expect:
             raise RuntimeError(f"{Opcode(opcode).name}: errno {-error}, expected {expect}")
-        return self.reply[REPLY.size : size]
+        return self.reply[abi.OUT_HEADER.size : size]
 
     @staticmethod
     def field(body: memoryview, offset: int = 0) -> int:
@@ -76,7 +75,7 @@ def guest_requests(share: Share, files: int) -> Iterator[tuple[int, int, bytes, 
         name = f"f{i}\0".encode()
         yield Opcode.LOOKUP, a, name, 2
         yield Opcode.CREATE, a, create + name, 0
-        fh = share.field(share.reply[REPLY.size :], abi.ENTRY_OUT.size)
+        fh = share.field(share.reply[abi.OUT_HEADER.size :], abi.ENTRY_OUT.size)
         flush = abi.FLUSH_IN.pack(fh, 0, 0, 0)
         yield Opcode.FLUSH, 0, flush, 0
         yield Opcode.FLUSH, 0, flush, 0
