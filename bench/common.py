@@ -4,6 +4,7 @@ and cold caches."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import subprocess
@@ -148,6 +149,18 @@ def collect_samples(
     return samples
 
 
+def per_round_ratio(value: float, reference: float) -> float:
+    """``value / reference``, or NaN when the reference figure is 0: a figure under its clock's
+    tick, as a smoke-sized run's server CPU can be. `median_ratio` leaves NaNs out."""
+    return value / reference if reference else math.nan
+
+
+def median_ratio(ratios: list[float]) -> float:
+    """The median of the rounds' defined ratios; NaN (printed "nan") if no round had one."""
+    defined = [ratio for ratio in ratios if not math.isnan(ratio)]
+    return statistics.median(defined) if defined else math.nan
+
+
 def compare_in_rounds(
     targets: dict[str, Callable[[int], tuple[Figures, str]]],
     repeat: int,
@@ -171,7 +184,8 @@ def compare_in_rounds(
             )
         for name in names[1:]:
             for key, value in this[name].items():
-                ratios[name].setdefault(key, []).append(value / this[names[0]][key])
+                reference = this[names[0]][key]
+                ratios[name].setdefault(key, []).append(per_round_ratio(value, reference))
     return samples, ratios
 
 
@@ -195,7 +209,7 @@ def print_comparison(
             f"{text(workload, statistics.median(samples[name][workload])):>{width}}"
             for name, width in zip(names, widths, strict=True)
         )
-        quoted = "".join(f"{statistics.median(ratios[n][workload]):>18.2f}" for n in ratios)
+        quoted = "".join(f"{median_ratio(ratios[n][workload]):>18.2f}" for n in ratios)
         print(f"{workload:<13} {unit:<6}{values}{quoted}")
     print(f"(ratios: median over rounds of the per-round ratio to {names[0]})")
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest
 
 from servers import VfsframePassthrough
 
-from bench.common import figures_line, fresh_filesystem
+from bench.common import figures_line, fresh_filesystem, median_ratio, per_round_ratio
 from bench.guest_virtio import (
     CPU_NOTE,
     UNITS,
@@ -71,13 +71,15 @@ def main() -> int:
                 print(f"  round {round_ + 1} sandbox {mode}: "
                       + figures_line(this[mode], figure_text), flush=True)  # fmt: skip
             for key in this["on"]:
-                ratios.setdefault(key, []).append(this["on"][key] / this["off"][key])
+                ratios.setdefault(key, []).append(
+                    per_round_ratio(this["on"][key], this["off"][key])
+                )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(f"\n{'workload':<13} {'unit':<6}{'off':>12}{'on':>12}{'on/off':>9}")
     for workload, unit in UNITS.items():
         off, on = (statistics.median(samples[m][workload]) for m in ("off", "on"))
-        ratio = statistics.median(ratios[workload])
+        ratio = median_ratio(ratios[workload])
         off_text, on_text = figure_text(workload, off), figure_text(workload, on)
         print(f"{workload:<13} {unit:<6}{off_text:>12}{on_text:>12}{ratio:>9.3f}")
     print("(on/off: median of the per-round ratios; 1.000 = no cost, 0.950 = 5% slower)")
