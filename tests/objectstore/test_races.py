@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -228,3 +229,105 @@ def test_a_setxattr_on_a_clean_open_file_survives_a_later_write(
     close(backend, fh)
     assert xattr(backend, "user.colour") == b"blue"
     assert stored(backend) == b"DATA"
+
+
+def attributes_from_the_store(backend: ObjectStoreBackend) -> ops.Attr:
+    fresh = ObjectStoreBackend(backend.config, backend.store)  # nothing in process
+    return fresh.vfs_getattr(ops.GetattrRequest(CTX, "/f"))
+
+
+@pytest.mark.parametrize("change", ["chmod", "setxattr"])
+def test_an_open_whose_lookup_a_change_by_path_overtook_looks_again(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor, change: str
+) -> None:
+    """A chmod or setxattr of a file nothing here has open goes to the store while an open's
+    HEAD is on its way back with the old attributes. The open must not build its file on
+    them: the handle's upload would put them back over the change."""
+    make_file(backend, b"." * 8)
+    gate = Gate(backend, "head", answered=True)
+    second_open = pool.submit(open_, backend)
+    gate.wait_entered()
+    if change == "chmod":
+        backend.vfs_setattr(ops.SetattrRequest(CTX, "/f", mode=0o600))
+    else:
+        backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.by", b"main", 0))
+    gate.open()
+    fh = second_open.result(WAIT)
+    write(backend, fh, 0, b"AAAA")
+    close(backend, fh)
+    assert stored(backend) == b"AAAA...."
+    if change == "chmod":
+        assert attributes_from_the_store(backend).st_mode & 0o777 == 0o600
+    else:
+        assert xattr(backend, "user.by") == b"main"
+
+
+def test_an_open_whose_lookup_an_unlink_overtook_does_not_bring_the_file_back(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+) -> None:
+    """The HEAD of an ``O_TRUNC`` open (which downloads nothing) found the file just before
+    an unlink removed it. The open may fail (ENOENT) or give a handle on the removed file,
+    but writing through that handle must not store the name again."""
+    make_file(backend, b"." * 8)
+    gate = Gate(backend, "head", answered=True)
+    second_open = pool.submit(open_, backend, os.O_WRONLY | os.O_TRUNC)
+    gate.wait_entered()
+    backend.vfs_unlink(ops.UnlinkRequest(CTX, "/f"))
+    gate.open()
+    try:
+        fh = second_open.result(WAIT)
+    except FileNotFoundError:
+        pass
+    else:
+        write(backend, fh, 0, b"AAAA")
+        close(backend, fh)
+    with pytest.raises(FileNotFoundError):
+        attributes_from_the_store(backend)
+
+
+def test_an_open_whose_lookup_a_rename_over_the_name_overtook_looks_again(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+) -> None:
+    """``mv g f`` replaces f while an open of f has the old f's HEAD on its way back. The
+    open must get the file that now has the name, attributes and all."""
+    make_file(backend, b"." * 8)
+    fh, _ = backend.vfs_create(ops.CreateRequest(CTX, "/g", os.O_RDWR, 0o644))
+    backend.vfs_write(ops.WriteRequest(CTX, "/g", fh, 0, [memoryview(b"gggggggg")], 8, 0))
+    backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/g", "user.by", b"g", 0))
+    backend.vfs_flush(ops.FlushRequest(CTX, "/g", fh))
+    backend.vfs_release(ops.ReleaseRequest(CTX, "/g", fh))
+    gate = Gate(backend, "head", answered=True)
+    second_open = pool.submit(open_, backend)
+    gate.wait_entered()
+    backend.vfs_rename(ops.RenameRequest(CTX, "/g", "/f"))
+    gate.open()
+    fh = second_open.result(WAIT)
+    write(backend, fh, 0, b"AAAA")
+    close(backend, fh)
+    assert stored(backend) == b"AAAAgggg"
+    assert xattr(backend, "user.by") == b"g"
+
+
+def test_an_open_answered_while_a_chmod_is_under_way_waits_for_it(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+) -> None:
+    """The open's HEAD comes back while a chmod's store copy is still under way: the open
+    must wait for the chmod and ask again, not build its file on the old mode."""
+    make_file(backend, b"." * 8)
+    head = Gate(backend, "head", answered=True)
+    second_open = pool.submit(open_, backend)
+    head.wait_entered()
+    copy = Gate(backend, "copy")
+    chmod = pool.submit(backend.vfs_setattr, ops.SetattrRequest(CTX, "/f", mode=0o600))
+    deadline = time.monotonic() + WAIT
+    while "/f" not in backend._changing:  # the chmod has marked the path (then waits for HEAD)
+        assert time.monotonic() < deadline, "the chmod never started"
+        time.sleep(0.001)
+    head.open()
+    copy.wait_entered()
+    copy.open()
+    chmod.result(WAIT)
+    fh = second_open.result(WAIT)
+    write(backend, fh, 0, b"AAAA")
+    close(backend, fh)
+    assert attributes_from_the_store(backend).st_mode & 0o777 == 0o600

@@ -14,10 +14,17 @@ counts itself under ``_lock`` in one step, so the last release (which drops it, 
 locks, after its upload) cannot retire an inode that an open is about to use. An open that
 finds nothing asks the store; if a release of that path retires an inode meanwhile, the
 answer may predate the release's upload, and the open asks again.
+
+Changes made to the store by path (setattr and xattrs of a file nothing here has open,
+unlink, rename) are marked in ``_changing`` for their whole length, before they look for an
+open inode. An open does not ask the store about a marked path, and asks again if a change
+overlapped its question; so no open builds an inode on the version a change is replacing
+(its next upload would bring that version back).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -109,6 +116,8 @@ class ObjectStoreBackend(Backend):
         self._next_ino = 2
         self._open: dict[str, OpenInode] = {}  # path → inode, while open
         self._lookups: dict[str, list[_Lookup]] = {}  # path → opens asking the store about it
+        self._changing: dict[str, int] = {}  # path → changes by path under way
+        self._settled = threading.Condition(self._lock)  # notified when a change ends
         self._misses: dict[str, float] = {}  # path → when getattr found nothing
         self._dirs: dict[str, bool] = {}  # path → whether it was a directory when last found
         # key → (version, meta) of objects seen, so listings can carry full attributes.
@@ -145,6 +154,25 @@ class ObjectStoreBackend(Backend):
         with self._lock:
             found = self._meta_cache.get(info.key)
         return found[1] if found is not None and found[0] == info.version else None
+
+    @contextlib.contextmanager
+    def _changing_paths(self, *paths: str) -> Iterator[None]:
+        """Mark ``paths`` as being changed in the store by path while the body runs: opens
+        wait for the change, and those that asked the store meanwhile ask again."""
+        with self._lock:
+            for path in paths:
+                self._changing[path] = self._changing.get(path, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                for path in paths:
+                    left = self._changing.pop(path) - 1
+                    if left:
+                        self._changing[path] = left
+                    for lookup in self._lookups.get(path, ()):
+                        lookup.overtaken = True
+                self._settled.notify_all()
 
     def _open_inode(self, path: str) -> OpenInode | None:
         with self._lock:
@@ -276,6 +304,10 @@ class ObjectStoreBackend(Backend):
         return self._attr(req.path, found.meta, size)
 
     def vfs_setattr(self, req: ops.SetattrRequest) -> ops.Attr:
+        with self._changing_paths(req.path):
+            return self._setattr(req)
+
+    def _setattr(self, req: ops.SetattrRequest) -> ops.Attr:
         writer = isinstance(req.fh, FileHandle) and req.fh.writable
         inode = req.fh.inode if isinstance(req.fh, FileHandle) else self._open_inode(req.path)
         if inode is not None:
@@ -453,15 +485,19 @@ class ObjectStoreBackend(Backend):
         raise _error(errno.EPERM, req.new)  # an object has one key: no hard links
 
     def vfs_unlink(self, req: ops.UnlinkRequest) -> None:
-        inode = self._open_inode(req.path)
+        with self._changing_paths(req.path):
+            self._unlink(req.path)
+
+    def _unlink(self, path: str) -> None:
+        inode = self._open_inode(path)
         if inode is None or inode.info is not None:
-            found = self._find(req.path)
+            found = self._find(path)
             if found.kind == stat.S_IFDIR:
-                raise _error(errno.EISDIR, req.path)
-            self.store.delete(_key(req.path))
+                raise _error(errno.EISDIR, path)
+            self.store.delete(_key(path))
         with self._lock:
-            inode = self._open.pop(req.path, None)
-            self._inos.pop(req.path, None)
+            inode = self._open.pop(path, None)
+            self._inos.pop(path, None)
         if inode is not None:
             with inode.lock:
                 inode.path = None  # open handles live on; nothing is uploaded for them
@@ -472,6 +508,11 @@ class ObjectStoreBackend(Backend):
         if req.old == "/" or req.new == "/":
             raise _error(errno.EBUSY, req.old)
         _check_name(req.new)
+        # Only the two names are marked: opens below a renamed directory are not held up.
+        with self._changing_paths(req.old, req.new):
+            self._rename(req)
+
+    def _rename(self, req: ops.RenameRequest) -> None:
         inode = self._open_inode(req.old)
         source = self._find(req.old) if inode is None or inode.info is not None else None
         target = self._find_or_none(req.new)
@@ -578,6 +619,8 @@ class ObjectStoreBackend(Backend):
         adds the inode, so no release retires it in between."""
         while True:
             with self._lock:
+                while self._changing.get(path):
+                    self._settled.wait()
                 inode = self._open.get(path)
                 if inode is not None:
                     if exclusive:
@@ -594,6 +637,7 @@ class ObjectStoreBackend(Backend):
                 raise
             with self._lock:
                 self._end_lookup(path, lookup)
+                lookup.overtaken = lookup.overtaken or bool(self._changing.get(path))
                 inode = self._open.get(path)
                 if inode is None and not lookup.overtaken:
                     fresh.opens = 1
@@ -953,6 +997,10 @@ class ObjectStoreBackend(Backend):
         return self._find(path).meta.xattrs
 
     def _change_xattrs(self, path: str, change: Callable[[Meta], None]) -> None:
+        with self._changing_paths(path):
+            self._change_open_or_stored_xattrs(path, change)
+
+    def _change_open_or_stored_xattrs(self, path: str, change: Callable[[Meta], None]) -> None:
         inode = self._open_inode(path)
         if inode is not None:
             with inode.lock:
