@@ -123,6 +123,29 @@ def make_file(backend: ObjectStoreBackend, data: bytes) -> None:
     close(backend, fh)
 
 
+def open_around(
+    backend: ObjectStoreBackend,
+    pool: ThreadPoolExecutor,
+    change: Callable[[], object],
+    flags: int = os.O_WRONLY,
+) -> FileHandle:
+    """Open /f in a racer thread whose HEAD is answered, then held back while ``change``
+    runs here (the answer is late); the open's handle."""
+    gate = Gate(backend, "head", answered=True)
+    opening = pool.submit(open_, backend, flags)
+    gate.wait_entered()
+    change()
+    gate.open()
+    return opening.result(WAIT)
+
+
+def write_tag_close(backend: ObjectStoreBackend, fh: FileHandle) -> None:
+    """Writer 1's part: "AAAA" at 0, the xattr user.by=first, close."""
+    write(backend, fh, 0, b"AAAA")
+    backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.by", b"first", 0))
+    close(backend, fh)
+
+
 def test_an_open_during_the_last_release_upload_shares_the_file(
     backend: ObjectStoreBackend, pool: ThreadPoolExecutor
 ) -> None:
@@ -150,44 +173,21 @@ def test_an_open_during_the_last_release_upload_shares_the_file(
     assert stored(backend) == b"AAAABBBBCCCC"
 
 
-def test_an_open_that_found_a_clean_inode_is_not_overtaken_by_its_release(
-    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+@pytest.mark.parametrize("writer_1_opens", ["before", "during"])
+def test_an_open_whose_answer_a_writer_overtook_keeps_that_writers_attributes(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor, writer_1_opens: str
 ) -> None:
-    """Writer 2 opens while writer 1 holds the file open unwritten: its HEAD is answered
-    after writer 1 has written, set an xattr and closed. Writer 2 must not upload its file
-    over the old version's attributes (the local store reads the newest bytes anyway)."""
+    """Writer 2's HEAD is answered after writer 1 has written, set an xattr and closed.
+    Writer 1 opened ``before`` (writer 2 finds its clean inode, and must not be overtaken
+    by its release) or ``during`` writer 2's lookup (nothing open yet: the answer is stale,
+    and writer 2 must ask again). Either way writer 2 must not upload its file over the old
+    version's attributes (the local store reads the newest bytes anyway)."""
     make_file(backend, b"." * 8)
-    first = open_(backend)
-    gate = Gate(backend, "head", answered=True)
-    second_open = pool.submit(open_, backend)
-    gate.wait_entered()
-    write(backend, first, 0, b"AAAA")
-    backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.by", b"first", 0))
-    close(backend, first)
-    gate.open()
-    second = second_open.result(WAIT)
-    write(backend, second, 4, b"BBBB")
-    close(backend, second)
-    assert stored(backend) == b"AAAABBBB"
-    assert xattr(backend, "user.by") == b"first"
-
-
-def test_an_open_whose_lookup_an_upload_overtook_looks_again(
-    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
-) -> None:
-    """Writer 2's HEAD (nothing open yet) is answered after writer 1 opened, wrote and
-    closed: the answer is stale, and writer 2 must not build its file (here: its attributes)
-    on it."""
-    make_file(backend, b"." * 8)
-    gate = Gate(backend, "head", answered=True)
-    second_open = pool.submit(open_, backend)
-    gate.wait_entered()
-    first = open_(backend)  # the main thread's HEAD is not gated
-    write(backend, first, 0, b"AAAA")
-    backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.by", b"first", 0))
-    close(backend, first)
-    gate.open()
-    second = second_open.result(WAIT)
+    if writer_1_opens == "before":
+        first = open_(backend)
+        second = open_around(backend, pool, lambda: write_tag_close(backend, first))
+    else:  # the main thread's HEAD is not held back
+        second = open_around(backend, pool, lambda: write_tag_close(backend, open_(backend)))
     write(backend, second, 4, b"BBBB")
     close(backend, second)
     assert stored(backend) == b"AAAABBBB"
@@ -244,15 +244,16 @@ def test_an_open_whose_lookup_a_change_by_path_overtook_looks_again(
     HEAD is on its way back with the old attributes. The open must not build its file on
     them: the handle's upload would put them back over the change."""
     make_file(backend, b"." * 8)
-    gate = Gate(backend, "head", answered=True)
-    second_open = pool.submit(open_, backend)
-    gate.wait_entered()
     if change == "chmod":
-        backend.vfs_setattr(ops.SetattrRequest(CTX, "/f", mode=0o600))
+        fh = open_around(
+            backend, pool, lambda: backend.vfs_setattr(ops.SetattrRequest(CTX, "/f", mode=0o600))
+        )
     else:
-        backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.by", b"main", 0))
-    gate.open()
-    fh = second_open.result(WAIT)
+        fh = open_around(
+            backend,
+            pool,
+            lambda: backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/f", "user.by", b"main", 0)),
+        )
     write(backend, fh, 0, b"AAAA")
     close(backend, fh)
     assert stored(backend) == b"AAAA...."
@@ -269,13 +270,11 @@ def test_an_open_whose_lookup_an_unlink_overtook_does_not_bring_the_file_back(
     an unlink removed it. The open may fail (ENOENT) or give a handle on the removed file,
     but writing through that handle must not store the name again."""
     make_file(backend, b"." * 8)
-    gate = Gate(backend, "head", answered=True)
-    second_open = pool.submit(open_, backend, os.O_WRONLY | os.O_TRUNC)
-    gate.wait_entered()
-    backend.vfs_unlink(ops.UnlinkRequest(CTX, "/f"))
-    gate.open()
+    unlink = ops.UnlinkRequest(CTX, "/f")
     try:
-        fh = second_open.result(WAIT)
+        fh = open_around(
+            backend, pool, lambda: backend.vfs_unlink(unlink), os.O_WRONLY | os.O_TRUNC
+        )
     except FileNotFoundError:
         pass
     else:
@@ -296,12 +295,8 @@ def test_an_open_whose_lookup_a_rename_over_the_name_overtook_looks_again(
     backend.vfs_setxattr(ops.SetxattrRequest(CTX, "/g", "user.by", b"g", 0))
     backend.vfs_flush(ops.FlushRequest(CTX, "/g", fh))
     backend.vfs_release(ops.ReleaseRequest(CTX, "/g", fh))
-    gate = Gate(backend, "head", answered=True)
-    second_open = pool.submit(open_, backend)
-    gate.wait_entered()
-    backend.vfs_rename(ops.RenameRequest(CTX, "/g", "/f"))
-    gate.open()
-    fh = second_open.result(WAIT)
+    rename = ops.RenameRequest(CTX, "/g", "/f")
+    fh = open_around(backend, pool, lambda: backend.vfs_rename(rename))
     write(backend, fh, 0, b"AAAA")
     close(backend, fh)
     assert stored(backend) == b"AAAAgggg"
