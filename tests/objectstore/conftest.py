@@ -183,12 +183,27 @@ def mounted(mountpoint: Path, store_config: dict[str, Any]) -> Iterator[Path]:
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
-# A backend over a fresh local store, for the tests that drive it in process.
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[ObjectStoreBackend]:
-    config = ObjectStoreConfig(store={"type": "local", "root": str(tmp_path / "objects")})
+@contextlib.contextmanager
+def backend_over(store: dict[str, Any]) -> Iterator[ObjectStoreBackend]:
+    """An in-process backend over ``store``, closed afterwards."""
+    config = ObjectStoreConfig(store=store)
     built = ObjectStoreBackend(config, open_store(config))
     try:
         yield built
     finally:
         built.close()
+
+
+# A backend over a fresh local store, for the tests that drive it in process.
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[ObjectStoreBackend]:
+    with backend_over({"type": "local", "root": str(tmp_path / "objects")}) as built:
+        yield built
+
+
+# The same over each store (local, and moto over HTTP), for tests whose outcome may depend on
+# how the store answers.
+@pytest.fixture
+def backend_on_each_store(store_config: dict[str, Any]) -> Iterator[ObjectStoreBackend]:
+    with backend_over(store_config) as built:
+        yield built
