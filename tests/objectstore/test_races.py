@@ -100,8 +100,8 @@ def settled(future: Future[Any], progress: threading.Event) -> None:
     assert progress.wait(WAIT), "the call neither returned nor waited for the inode lock"
 
 
-def open_(backend: ObjectStoreBackend, flags: int = os.O_WRONLY) -> FileHandle:
-    return backend.vfs_open(ops.OpenRequest(CTX, "/f", flags))
+def open_(backend: ObjectStoreBackend, flags: int = os.O_WRONLY, path: str = "/f") -> FileHandle:
+    return backend.vfs_open(ops.OpenRequest(CTX, path, flags))
 
 
 def write(backend: ObjectStoreBackend, fh: FileHandle, offset: int, data: bytes) -> None:
@@ -136,11 +136,13 @@ def open_around(
     pool: ThreadPoolExecutor,
     change: Callable[[], object],
     flags: int = os.O_WRONLY,
+    path: str = "/f",
 ) -> FileHandle:
-    """Open /f in a racer thread whose HEAD is answered, then held back while ``change``
-    runs here (the answer is late); the open's handle."""
+    """Open ``path`` in a racer thread whose HEAD is answered, then held back while
+    ``change`` runs here (the answer is late); the open's handle. (The file's requests
+    below name /f whatever its path: the backend goes by the handle.)"""
     gate = Gate(backend, "head", answered=True)
-    opening = pool.submit(open_, backend, flags)
+    opening = pool.submit(open_, backend, flags, path)
     gate.wait_entered()
     change()
     gate.open()
@@ -271,25 +273,34 @@ def test_an_open_whose_lookup_a_change_by_path_overtook_looks_again(
         assert xattr(backend, "user.by") == b"main"
 
 
-def test_an_open_whose_lookup_an_unlink_overtook_does_not_bring_the_file_back(
-    backend: ObjectStoreBackend, pool: ThreadPoolExecutor
+@pytest.mark.parametrize("change", ["unlink", "rename of its directory"])
+def test_an_open_whose_lookup_a_removal_overtook_does_not_bring_the_file_back(
+    backend: ObjectStoreBackend, pool: ThreadPoolExecutor, change: str
 ) -> None:
-    """The HEAD of an ``O_TRUNC`` open (which downloads nothing) found the file just before
-    an unlink removed it. The open may fail (ENOENT) or give a handle on the removed file,
-    but writing through that handle must not store the name again."""
-    make_file(backend, b"." * 8)
-    unlink = ops.UnlinkRequest(CTX, "/f")
+    """The HEAD of an ``O_TRUNC`` open (which downloads nothing) found /d/f just before an
+    unlink removed it, or a rename moved /d to /e. The open may fail (ENOENT) or give a
+    handle on the removed file, but writing through that handle must not store the old name
+    again."""
+    backend.vfs_mkdir(ops.MkdirRequest(CTX, "/d", 0o755))
+    fh, _ = backend.vfs_create(ops.CreateRequest(CTX, "/d/f", os.O_RDWR, 0o644))
+    close(backend, fh)
+
+    def remove() -> None:
+        if change == "unlink":
+            backend.vfs_unlink(ops.UnlinkRequest(CTX, "/d/f"))
+        else:
+            backend.vfs_rename(ops.RenameRequest(CTX, "/d", "/e"))
+
     try:
-        fh = open_around(
-            backend, pool, lambda: backend.vfs_unlink(unlink), os.O_WRONLY | os.O_TRUNC
-        )
+        fh = open_around(backend, pool, remove, os.O_WRONLY | os.O_TRUNC, "/d/f")
     except FileNotFoundError:
         pass
     else:
         write(backend, fh, 0, b"AAAA")
         close(backend, fh)
+    fresh = ObjectStoreBackend(backend.config, backend.store)  # nothing in process
     with pytest.raises(FileNotFoundError):
-        attributes_from_the_store(backend)
+        fresh.vfs_getattr(ops.GetattrRequest(CTX, "/d/f"))
 
 
 def test_an_open_whose_lookup_a_rename_over_the_name_overtook_looks_again(

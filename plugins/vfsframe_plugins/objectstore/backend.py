@@ -16,10 +16,10 @@ finds nothing asks the store; if a release of that path retires an inode meanwhi
 answer may predate the release's upload, and the open asks again.
 
 Changes made to the store by path (setattr and xattrs of a file nothing here has open,
-unlink, rename) are marked in ``_changing`` for their whole length, before they look for an
-open inode. An open does not ask the store about a marked path, and asks again if a change
-overlapped its question; so no open builds an inode on the version a change is replacing
-(its next upload would bring that version back).
+unlink, rename: a renamed directory with everything below it) are marked in ``_changing`` for
+their whole length, before they look for an open inode. An open does not ask the store about
+a marked path, and asks again if a change overlapped its question; so no open builds an inode
+on the version a change is replacing (its next upload would bring that version back).
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class ObjectStoreBackend(Backend):
         self._next_ino = 2
         self._open: dict[str, OpenInode] = {}  # path → inode, while open
         self._lookups: dict[str, list[_Lookup]] = {}  # path → opens asking the store about it
-        self._changing: dict[str, int] = {}  # path → changes by path under way
+        # path → changes by path under way; "path/" for a change of everything below it.
+        self._changing: dict[str, int] = {}
         self._settled = threading.Condition(self._lock)  # notified when a change ends
         self._misses: dict[str, float] = {}  # path → when getattr found nothing
         self._dirs: dict[str, bool] = {}  # path → whether it was a directory when last found
@@ -156,23 +157,31 @@ class ObjectStoreBackend(Backend):
         return found[1] if found is not None and found[0] == info.version else None
 
     @contextlib.contextmanager
-    def _changing_paths(self, *paths: str) -> Iterator[None]:
-        """Mark ``paths`` as being changed in the store by path while the body runs: opens
-        wait for the change, and those that asked the store meanwhile ask again."""
+    def _changing_paths(self, *paths: str, below: bool = False) -> Iterator[None]:
+        """Mark ``paths`` (``below``: and everything below them) as being changed in the
+        store by path while the body runs: opens wait for the change, and those that asked
+        the store meanwhile ask again."""
+        marks = [path.rstrip("/") + "/" for path in paths] if below else list(paths)
         with self._lock:
-            for path in paths:
-                self._changing[path] = self._changing.get(path, 0) + 1
+            for mark in marks:
+                self._changing[mark] = self._changing.get(mark, 0) + 1
         try:
             yield
         finally:
             with self._lock:
-                for path in paths:
-                    left = self._changing.pop(path) - 1
+                for mark in marks:
+                    left = self._changing.pop(mark) - 1
                     if left:
-                        self._changing[path] = left
-                    for lookup in self._lookups.get(path, ()):
-                        lookup.overtaken = True
+                        self._changing[mark] = left
+                for path, lookups in self._lookups.items():
+                    if any(_covers(mark, path) for mark in marks):
+                        for lookup in lookups:
+                            lookup.overtaken = True
                 self._settled.notify_all()
+
+    def _being_changed(self, path: str) -> bool:
+        """Whether a change by path covers ``path`` (call with ``_lock``)."""
+        return bool(self._changing) and any(_covers(mark, path) for mark in self._changing)
 
     def _open_inode(self, path: str) -> OpenInode | None:
         with self._lock:
@@ -508,8 +517,7 @@ class ObjectStoreBackend(Backend):
         if req.old == "/" or req.new == "/":
             raise _error(errno.EBUSY, req.old)
         _check_name(req.new)
-        # Only the two names are marked: opens below a renamed directory are not held up.
-        with self._changing_paths(req.old, req.new):
+        with self._changing_paths(req.old, req.new, below=True):
             self._rename(req)
 
     def _rename(self, req: ops.RenameRequest) -> None:
@@ -619,7 +627,7 @@ class ObjectStoreBackend(Backend):
         adds the inode, so no release retires it in between."""
         while True:
             with self._lock:
-                while self._changing.get(path):
+                while self._being_changed(path):
                     self._settled.wait()
                 inode = self._open.get(path)
                 if inode is not None:
@@ -637,7 +645,7 @@ class ObjectStoreBackend(Backend):
                 raise
             with self._lock:
                 self._end_lookup(path, lookup)
-                lookup.overtaken = lookup.overtaken or bool(self._changing.get(path))
+                lookup.overtaken = lookup.overtaken or self._being_changed(path)
                 inode = self._open.get(path)
                 if inode is None and not lookup.overtaken:
                     fresh.opens = 1
@@ -1114,6 +1122,12 @@ class ObjectStoreBackend(Backend):
             self._upload_all()
         except OSError as exc:
             log.error("objectstore: unsaved data at unmount: %s", exc)
+
+
+def _covers(mark: str, path: str) -> bool:
+    """Whether a ``_changing`` mark covers ``path``: the path itself, or, for a mark ending
+    in "/", anything below it."""
+    return path == mark or (mark.endswith("/") and (path + "/").startswith(mark))
 
 
 def _listable(name: str) -> bool:
