@@ -624,7 +624,8 @@ class ObjectStoreBackend(Backend):
         """``path``'s open inode with this open counted, and whether it is new: the inode
         open here, else one ``build`` makes from what the store has (``exclusive``: an inode
         open here is EEXIST). The count is taken in the same ``_lock`` section that finds or
-        adds the inode, so no release retires it in between."""
+        adds the inode, so no release retires it in between. A change by path of ``path`` is
+        waited for; one that overlapped ``build`` makes it ask again."""
         while True:
             with self._lock:
                 while self._being_changed(path):
