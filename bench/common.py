@@ -165,18 +165,21 @@ def compare_in_rounds(
     targets: dict[str, Callable[[int], tuple[Figures, str]]],
     repeat: int,
     text: Callable[[str, float], str],
+    alternate: bool = False,
 ) -> tuple[Samples, Samples]:
-    """Each round runs every target once, in order (a target gets the round's number and
-    returns its figures and a remark for the log line); returns every target's figures and, for
-    all but the first, their ratios to the first target's figures of the same round. On a
-    shared machine whole rounds differ by up to 2x; the ratio within a round does not."""
+    """Each round runs every target once, in order (``alternate``: every other round in the
+    reverse order; a target gets the round's number and returns its figures and a remark for
+    the log line); returns every target's figures and, for all but the first, their ratios to
+    the first target's figures of the same round. On a shared machine whole rounds differ by
+    up to 2x; the ratio within a round does not."""
     names = list(targets)
     samples: Samples = {name: {} for name in names}
     ratios: Samples = {name: {} for name in names[1:]}
     for round_ in range(repeat):
         this: dict[str, Figures] = {}
-        for name, run in targets.items():
-            this[name], remark = run(round_)
+        order = names[::-1] if alternate and round_ % 2 else names
+        for name in order:
+            this[name], remark = targets[name](round_)
             for key, value in this[name].items():
                 samples[name].setdefault(key, []).append(value)
             print(

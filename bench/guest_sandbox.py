@@ -11,22 +11,23 @@ Run as root:  .venv/bin/python bench/guest_sandbox.py [--repeat 3] [--mib 256] [
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import statistics
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "guest"))
 
-from servers import VfsframePassthrough
+from servers import Server, VfsframePassthrough
 
-from bench.common import figures_line, fresh_filesystem, median_ratio, per_round_ratio
+from bench.common import median_ratio
 from bench.guest_virtio import (
     CPU_NOTE,
     UNITS,
+    compare_servers,
     figure_text,
     run_once,
     workload_arguments,
@@ -51,35 +52,23 @@ def main() -> int:
         f"guest (TCG, {args.cpus} vCPUs), {args.queues} request queue(s): {args.mib} MiB dd, "
         f"{args.files} files; sandbox off vs on, {args.repeat} round(s), medians"
     )
-    samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
-    ratios: dict[str, list[float]] = {}
-    base = Path(tempfile.mkdtemp(prefix="guest-sandbox-bench-", dir=args.dir))
-    try:
-        for round_ in range(args.repeat):
-            order = list(MODES) if round_ % 2 == 0 else list(reversed(MODES))
-            this: dict[str, dict[str, float]] = {}
-            for mode in order:
-                workdir = base / f"r{round_}-{mode}"
-                workdir.mkdir()
-                with fresh_filesystem(workdir):
-                    server = VfsframePassthrough(
-                        workdir, request_queues=args.queues, args=MODES[mode]
-                    )
-                    this[mode] = run_once(server, workdir, kernel, args.mib, args.files, args.cpus)
-                for key, value in this[mode].items():
-                    samples[mode].setdefault(key, []).append(value)
-                print(f"  round {round_ + 1} sandbox {mode}: "
-                      + figures_line(this[mode], figure_text), flush=True)  # fmt: skip
-            for key in this["on"]:
-                ratios.setdefault(key, []).append(
-                    per_round_ratio(this["on"][key], this["off"][key])
-                )
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    targets: dict[str, Callable[[Path], Server]] = {
+        f"sandbox {mode}": functools.partial(
+            VfsframePassthrough, request_queues=args.queues, args=flags
+        )
+        for mode, flags in MODES.items()
+    }
+    samples, ratios = compare_servers(
+        targets,
+        lambda server, workdir: run_once(server, workdir, kernel, args.mib, args.files, args.cpus),
+        args.repeat,
+        args.dir,
+        alternate=True,
+    )
     print(f"\n{'workload':<13} {'unit':<6}{'off':>12}{'on':>12}{'on/off':>9}")
     for workload, unit in UNITS.items():
-        off, on = (statistics.median(samples[m][workload]) for m in ("off", "on"))
-        ratio = median_ratio(ratios[workload])
+        off, on = (statistics.median(samples[f"sandbox {m}"][workload]) for m in MODES)
+        ratio = median_ratio(ratios["sandbox on"][workload])
         off_text, on_text = figure_text(workload, off), figure_text(workload, on)
         print(f"{workload:<13} {unit:<6}{off_text:>12}{on_text:>12}{ratio:>9.3f}")
     print("(on/off: median of the per-round ratios; 1.000 = no cost, 0.950 = 5% slower)")

@@ -187,6 +187,7 @@ def compare_servers(
     run: Callable[[Server, Path], Figures],
     repeat: int,
     scratch: Path,
+    alternate: bool = False,
 ) -> tuple[Samples, Samples]:
     """`compare_in_rounds` for servers: each is made in a directory of its own under
     ``scratch``, on a new file system, and ``run``; the log line says what each queue served."""
@@ -206,7 +207,7 @@ def compare_servers(
         for index, (name, make) in enumerate(targets.items())
     }
     try:
-        return compare_in_rounds(rounds, repeat, figure_text)
+        return compare_in_rounds(rounds, repeat, figure_text, alternate)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -42,3 +42,20 @@ def test_a_zero_reference_figure_leaves_its_round_out() -> None:
 
 def test_no_defined_ratio_gives_nan() -> None:
     assert math.isnan(median_ratio([math.nan, math.nan]))
+
+
+def test_alternating_rounds_reverse_the_order_but_not_the_reference() -> None:
+    calls: list[str] = []
+
+    def target(name: str, figure: float) -> Callable[[int], tuple[Figures, str]]:
+        def run(round_: int) -> tuple[Figures, str]:
+            calls.append(f"{round_}{name}")
+            return {"ops": figure}, ""
+
+        return run
+
+    _, ratios = compare_in_rounds(
+        {"a": target("a", 100.0), "b": target("b", 25.0)}, 3, whole_number, alternate=True
+    )
+    assert calls == ["0a", "0b", "1b", "1a", "2a", "2b"]
+    assert ratios["b"]["ops"] == [0.25, 0.25, 0.25]
