@@ -119,10 +119,19 @@ def stored(backend: ObjectStoreBackend) -> bytes:
     return bytes(backend.store.get("f"))
 
 
+def new_server(backend: ObjectStoreBackend) -> ObjectStoreBackend:
+    """A backend over the same store with nothing in process: it sees only what was stored."""
+    return ObjectStoreBackend(backend.config, backend.store)
+
+
+def stored_mode(backend: ObjectStoreBackend) -> int:
+    """The file's permission bits as a new server would see them."""
+    return new_server(backend).vfs_getattr(ops.GetattrRequest(CTX, "/f")).st_mode & 0o777
+
+
 def xattr(backend: ObjectStoreBackend, name: str) -> bytes:
-    """An xattr as a new server would see it (nothing in process)."""
-    fresh = ObjectStoreBackend(backend.config, backend.store)
-    return fresh.vfs_getxattr(ops.GetxattrRequest(CTX, "/f", name))
+    """An xattr as a new server would see it."""
+    return new_server(backend).vfs_getxattr(ops.GetxattrRequest(CTX, "/f", name))
 
 
 def make_file(backend: ObjectStoreBackend, data: bytes) -> None:
@@ -241,11 +250,6 @@ def test_a_setxattr_on_a_clean_open_file_survives_a_later_write(
     assert stored(backend) == b"DATA"
 
 
-def attributes_from_the_store(backend: ObjectStoreBackend) -> ops.Attr:
-    fresh = ObjectStoreBackend(backend.config, backend.store)  # nothing in process
-    return fresh.vfs_getattr(ops.GetattrRequest(CTX, "/f"))
-
-
 @pytest.mark.parametrize("change", ["chmod", "setxattr"])
 def test_an_open_whose_lookup_a_change_by_path_overtook_looks_again(
     backend: ObjectStoreBackend, pool: ThreadPoolExecutor, change: str
@@ -268,7 +272,7 @@ def test_an_open_whose_lookup_a_change_by_path_overtook_looks_again(
     close(backend, fh)
     assert stored(backend) == b"AAAA...."
     if change == "chmod":
-        assert attributes_from_the_store(backend).st_mode & 0o777 == 0o600
+        assert stored_mode(backend) == 0o600
     else:
         assert xattr(backend, "user.by") == b"main"
 
@@ -298,9 +302,8 @@ def test_an_open_whose_lookup_a_removal_overtook_does_not_bring_the_file_back(
     else:
         write(backend, fh, 0, b"AAAA")
         close(backend, fh)
-    fresh = ObjectStoreBackend(backend.config, backend.store)  # nothing in process
     with pytest.raises(FileNotFoundError):
-        fresh.vfs_getattr(ops.GetattrRequest(CTX, "/d/f"))
+        new_server(backend).vfs_getattr(ops.GetattrRequest(CTX, "/d/f"))
 
 
 def test_an_open_whose_lookup_a_rename_over_the_name_overtook_looks_again(
@@ -344,4 +347,4 @@ def test_an_open_answered_while_a_chmod_is_under_way_waits_for_it(
     fh = second_open.result(WAIT)
     write(backend, fh, 0, b"AAAA")
     close(backend, fh)
-    assert attributes_from_the_store(backend).st_mode & 0o777 == 0o600
+    assert stored_mode(backend) == 0o600
